@@ -1,0 +1,169 @@
+"""The wire contract (shared/contract.md) as pydantic models: the single definition used by worker and SDK.
+
+Requests are strict (unknown fields, wrong types and impossible values are rejected, naming the field);
+responses are lenient (fields added by a newer worker are kept, not rejected), so the contract can grow.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from scribepod import formats
+
+OutputFormat = Literal["srt", "vtt", "txt", "rttm"]
+Task = Literal["transcribe", "translate"]
+ErrorCode = Literal[
+    "invalid_input",
+    "audio_fetch_failed",
+    "audio_decode_failed",
+    "audio_too_long",
+    "model_unavailable",
+    "internal",
+]
+
+
+class TranscriptionOptions(BaseModel):
+    """Everything a job may ask for besides the audio itself."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    model: str | None = Field(default=None, min_length=1)
+    language: str | None = Field(default=None, min_length=2, max_length=8)
+    task: Task = "transcribe"
+    word_timestamps: bool = True
+    vad_filter: bool = True
+    batch_size: int | None = Field(default=None, ge=1, le=256)
+    beam_size: int = Field(default=5, ge=1, le=50)
+    temperature: float | list[float] | None = None
+    initial_prompt: str | None = None
+    hotwords: str | None = None
+    diarize: bool = True
+    num_speakers: int | None = Field(default=None, ge=1, le=64)
+    min_speakers: int | None = Field(default=None, ge=1, le=64)
+    max_speakers: int | None = Field(default=None, ge=1, le=64)
+    output_formats: list[OutputFormat] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _check_consistency(self) -> TranscriptionOptions:
+        temperatures = self.temperature if isinstance(self.temperature, list) else [self.temperature]
+        for value in temperatures:
+            if value is not None and not 0.0 <= value <= 1.0:
+                raise ValueError("temperature: every value must be between 0 and 1")
+        if isinstance(self.temperature, list) and not self.temperature:
+            raise ValueError("temperature: the list must not be empty")
+        if self.min_speakers is not None and self.max_speakers is not None and self.min_speakers > self.max_speakers:
+            raise ValueError("min_speakers: must not be greater than max_speakers")
+        if self.num_speakers is not None:
+            if self.min_speakers is not None and self.num_speakers < self.min_speakers:
+                raise ValueError("num_speakers: must not be less than min_speakers")
+            if self.max_speakers is not None and self.num_speakers > self.max_speakers:
+                raise ValueError("num_speakers: must not be greater than max_speakers")
+        if len(set(self.output_formats)) != len(self.output_formats):
+            raise ValueError("output_formats: must not repeat a format")
+        return self
+
+
+class TranscriptionRequest(TranscriptionOptions):
+    """A job's `input`: exactly one audio source plus options."""
+
+    audio: str | None = Field(default=None, min_length=1)
+    audio_base64: str | None = Field(default=None, min_length=1)
+
+    @model_validator(mode="after")
+    def _check_one_source(self) -> TranscriptionRequest:
+        if (self.audio is None) == (self.audio_base64 is None):
+            raise ValueError("audio: give exactly one of `audio` and `audio_base64`")
+        return self
+
+    def options(self) -> TranscriptionOptions:
+        """The options without the audio source (what the engine needs once the audio is decoded)."""
+        return TranscriptionOptions.model_validate(self.model_dump(exclude={"audio", "audio_base64"}))
+
+
+class _Response(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class Word(_Response):
+    start: float
+    end: float
+    word: str
+    probability: float
+    speaker: str | None = None
+
+
+class Segment(_Response):
+    id: int
+    start: float
+    end: float
+    text: str
+    speaker: str | None = None
+    avg_logprob: float | None = None
+    no_speech_prob: float | None = None
+    words: list[Word] = Field(default_factory=list)
+
+
+class Speaker(_Response):
+    id: str
+    duration: float
+
+
+class Turn(_Response):
+    start: float
+    end: float
+    speaker: str
+
+
+class JobInfo(_Response):
+    """Where and how a transcript was made; filled in by the SDK, not sent by the worker."""
+
+    id: str | None = None
+    delay_time: float | None = None
+    execution_time: float | None = None
+    worker_id: str | None = None
+    provider: Literal["runpod", "local"] = "runpod"
+
+
+class Transcript(_Response):
+    """A job's `output`."""
+
+    text: str
+    language: str | None = None
+    language_probability: float | None = None
+    duration: float
+    segments: list[Segment] = Field(default_factory=list)
+    speakers: list[Speaker] = Field(default_factory=list)
+    turns: list[Turn] = Field(default_factory=list)
+    model: str | None = None
+    device: str | None = None
+    diarizer: str | None = None
+    timings: dict[str, float] = Field(default_factory=dict)
+    formats: dict[str, str] = Field(default_factory=dict)
+    job: JobInfo | None = None
+
+    def to_srt(self) -> str:
+        return formats.render_srt(self)
+
+    def to_vtt(self) -> str:
+        return formats.render_vtt(self)
+
+    def to_text(self) -> str:
+        return formats.render_text(self)
+
+    def to_rttm(self, file_id: str = "audio") -> str:
+        return formats.render_rttm(self, file_id)
+
+    def render(self, fmt: OutputFormat) -> str:
+        return formats.render(self, fmt)
+
+
+class ErrorInfo(BaseModel):
+    """A failed job's `error`, sent as this object encoded as a JSON string."""
+
+    model_config = ConfigDict(extra="allow")
+
+    code: ErrorCode | str
+    message: str
+    field: str | None = None

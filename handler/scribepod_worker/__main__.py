@@ -1,0 +1,48 @@
+"""`python -m scribepod_worker`: start the RunPod worker (RunPod's own flags work; alone it runs ./test_input.json)."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from typing import Any
+
+from scribepod.models import Transcript
+from scribepod_worker import handler
+from scribepod_worker.engine import Engine
+from scribepod_worker.errors import WorkerError
+
+
+def _print_transcript(job: dict[str, Any]) -> dict[str, Any]:
+    """Local test mode: run the job and also print the transcript for a person to read."""
+    output = handler.handle(job)
+    if "error" not in output:
+        transcript = Transcript.model_validate(output)
+        speakers = ", ".join(f"{s.id} {s.duration:.1f}s" for s in transcript.speakers) or "not diarized"
+        print(f"\n--- transcript: {transcript.duration:.1f}s, language {transcript.language}, speakers: {speakers}")
+        for segment in transcript.segments:
+            who = f"{segment.speaker}: " if segment.speaker else ""
+            print(f"[{segment.start:7.2f} - {segment.end:7.2f}] {who}{segment.text}")
+        print(f"--- timings: {transcript.timings}\n", flush=True)
+    return output
+
+
+def main() -> None:
+    logging.basicConfig(
+        level=os.environ.get("SCRIBEPOD_LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s"
+    )
+    import runpod
+
+    engine = Engine()
+    try:
+        engine.warm_up()
+    except WorkerError as error:
+        # Jobs that name another model can still run; a missing default is the operator's to fix (see README).
+        logging.getLogger("scribepod_worker").warning("warm-up incomplete: %s", error.message)
+    handler.set_engine(engine)
+    local_test = "--rp_serve_api" not in sys.argv and not os.environ.get("RUNPOD_WEBHOOK_GET_JOB")
+    runpod.serverless.start({"handler": _print_transcript if local_test else handler.handle})
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,28 @@
+"""Stage 3: who spoke when. `load_diarizer` picks the backend; each backend loads its models once."""
+
+from __future__ import annotations
+
+from scribepod_worker.config import WorkerSettings
+from scribepod_worker.diarize.base import Diarizer, SpeakerCountHint, SpeakerTurn
+
+__all__ = ["Diarizer", "SpeakerCountHint", "SpeakerTurn", "default_diarizer_name", "load_diarizer"]
+
+
+def default_diarizer_name(settings: WorkerSettings) -> str:
+    """`pyannote` when a pipeline directory is configured and present, else the built-in `lite`."""
+    if settings.diarizer is not None:
+        return settings.diarizer
+    present = settings.pyannote_dir is not None and (settings.pyannote_dir / "config.yaml").is_file()
+    return "pyannote" if present else "lite"
+
+
+def load_diarizer(name: str, settings: WorkerSettings, device: str) -> Diarizer:
+    if name == "pyannote":
+        from scribepod_worker.diarize.pyannote import PyannoteDiarizer
+
+        return PyannoteDiarizer(settings.pyannote_dir, device)
+    if name == "lite":
+        from scribepod_worker.diarize.lite import LiteDiarizer
+
+        return LiteDiarizer()
+    raise ValueError(f"unknown diarizer {name!r}")

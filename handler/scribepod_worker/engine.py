@@ -1,0 +1,150 @@
+"""The pipeline: source -> decode -> transcribe -> diarize -> attribute -> render.
+
+One `Engine` per process holds the loaded models. The RunPod handler and the SDK's local fallback both call it, so
+a transcript made locally is the one the endpoint would have returned.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from scribepod.models import Transcript, TranscriptionOptions, TranscriptionRequest
+from scribepod_worker import transcribe as asr
+from scribepod_worker.attribute import attribute_speakers
+from scribepod_worker.config import WorkerSettings
+from scribepod_worker.decode import SAMPLE_RATE, decode_audio
+from scribepod_worker.diarize import Diarizer, SpeakerCountHint, SpeakerTurn, default_diarizer_name, load_diarizer
+from scribepod_worker.sources import materialize
+
+log = logging.getLogger("scribepod_worker")
+
+ProgressCallback = Callable[[str, float], None]
+"""Called with a stage name (decode, transcribe, diarize, render) and the job's overall progress in percent."""
+
+# Share of the job's progress bar each stage takes (ASR dominates wall time).
+_ASR_SPAN = (5.0, 85.0)
+
+
+class Engine:
+    """Loaded models plus the pipeline that uses them. Thread-safe: model loading is serialized."""
+
+    def __init__(self, settings: WorkerSettings | None = None) -> None:
+        self.settings = settings or WorkerSettings.from_env()
+        self.device = asr.resolve_device(self.settings)
+        self.compute_type = asr.default_compute_type(self.device, self.settings)
+        self.diarizer_name = default_diarizer_name(self.settings)
+        self._models = asr.ModelCache(self.settings.cpu_threads)
+        self._diarizer: Diarizer | None = None
+        self._diarizer_lock = threading.Lock()
+
+    def warm_up(self) -> None:
+        """Load the default model and the diarizer now, so the first job does not pay for it."""
+        resolved = asr.resolve_model(self.settings.model, self.settings)
+        self._models.get(resolved.path, self.device, self.compute_type)
+        self.diarizer()
+
+    def diarizer(self) -> Diarizer:
+        with self._diarizer_lock:
+            if self._diarizer is None:
+                self._diarizer = load_diarizer(self.diarizer_name, self.settings, self.device)
+            return self._diarizer
+
+    def run(
+        self,
+        request: TranscriptionRequest,
+        *,
+        s3_config: Mapping[str, Any] | None = None,
+        progress: ProgressCallback | None = None,
+    ) -> Transcript:
+        """Fetch, decode and transcribe one job's audio."""
+        started = time.perf_counter()
+        options = request.options()
+        model_name = options.model or self.settings.model
+        asr.check_task(model_name, options)
+        asr.resolve_model(model_name, self.settings)  # fail on a missing model before fetching gigabytes
+        _report(progress, "decode", 0.0)
+        with materialize(
+            audio=request.audio, audio_base64=request.audio_base64, settings=self.settings, s3_config=s3_config
+        ) as path:
+            audio = decode_audio(path, self.settings.max_audio_seconds)
+        decode_seconds = time.perf_counter() - started
+        return self.transcribe_audio(audio, options, progress=progress, decode_seconds=decode_seconds)
+
+    def transcribe_audio(
+        self,
+        audio: np.ndarray,
+        options: TranscriptionOptions,
+        *,
+        progress: ProgressCallback | None = None,
+        decode_seconds: float = 0.0,
+    ) -> Transcript:
+        """Transcribe (and diarize) 16 kHz mono float32 audio that is already in memory."""
+        started = time.perf_counter() - decode_seconds
+        model_name = options.model or self.settings.model
+        asr.check_task(model_name, options)
+        resolved = asr.resolve_model(model_name, self.settings)
+        model = self._models.get(resolved.path, self.device, self.compute_type)
+        diarizer = self.diarizer() if options.diarize else None
+        hint = SpeakerCountHint(options.num_speakers, options.min_speakers, options.max_speakers)
+        timings: dict[str, float] = {"decode": round(decode_seconds, 3)}
+
+        # Diarization runs beside ASR: both spend their time in native code that releases the GIL.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="diarize") as pool:
+            pending = pool.submit(_diarize, diarizer, audio, hint, timings) if diarizer is not None else None
+            asr_started = time.perf_counter()
+            low, high = _ASR_SPAN
+            result = asr.transcribe(
+                model,
+                audio,
+                options,
+                self.device,
+                progress=(lambda fraction: _report(progress, "transcribe", low + (high - low) * fraction)),
+            )
+            timings["asr"] = round(time.perf_counter() - asr_started, 3)
+            turns: list[SpeakerTurn] | None = None
+            if pending is not None:
+                _report(progress, "diarize", high)
+                turns = pending.result()
+
+        _report(progress, "render", 95.0)
+        if not result.segments and turns is not None:
+            turns = []  # no speech: the contract promises empty turns, not diarized noise
+        attributed = attribute_speakers(result.segments, turns)
+        transcript = Transcript(
+            text=" ".join(segment.text for segment in attributed.segments if segment.text).strip(),
+            language=result.language,
+            language_probability=round(result.language_probability, 4) if result.language_probability else None,
+            duration=round(audio.size / SAMPLE_RATE, 3),
+            segments=attributed.segments,
+            speakers=attributed.speakers,
+            turns=attributed.turns,
+            model=resolved.name,
+            device=self.device,
+            diarizer=diarizer.name if diarizer is not None else None,
+            timings=timings,
+        )
+        transcript.formats = {fmt: transcript.render(fmt) for fmt in options.output_formats}
+        transcript.timings["total"] = round(time.perf_counter() - started, 3)
+        _report(progress, "done", 100.0)
+        return transcript
+
+
+def _diarize(
+    diarizer: Diarizer, audio: np.ndarray, hint: SpeakerCountHint, timings: dict[str, float]
+) -> list[SpeakerTurn]:
+    started = time.perf_counter()
+    turns = diarizer.diarize(audio, hint)
+    timings["diarize"] = round(time.perf_counter() - started, 3)
+    return turns
+
+
+def _report(progress: ProgressCallback | None, stage: str, percent: float) -> None:
+    if progress is not None:
+        progress(stage, round(percent, 1))

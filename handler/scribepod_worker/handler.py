@@ -1,0 +1,86 @@
+"""The RunPod adapter: a job dict in, the contract's output (or its error object) out. No pipeline logic here."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pydantic import ValidationError
+
+from scribepod.models import Transcript, TranscriptionRequest
+from scribepod_worker.engine import Engine, ProgressCallback
+from scribepod_worker.errors import WorkerError
+
+log = logging.getLogger("scribepod_worker")
+
+_engine: Engine | None = None
+_engine_lock = threading.Lock()
+_PROGRESS_INTERVAL_S = 2.0
+
+
+def get_engine() -> Engine:
+    """The process's one engine (models stay loaded across jobs)."""
+    global _engine
+    with _engine_lock:
+        if _engine is None:
+            _engine = Engine()
+        return _engine
+
+
+def set_engine(engine: Engine) -> None:
+    """Install a pre-built (and usually warmed-up) engine, as `python -m scribepod_worker` does at start."""
+    global _engine
+    with _engine_lock:
+        _engine = engine
+
+
+def handle(job: dict[str, Any], progress: ProgressCallback | None = None) -> dict[str, Any]:
+    """Run one job. Never raises: every failure becomes `{"error": "<contract error JSON>"}` and the worker goes on."""
+    try:
+        transcript = run_job(job, progress if progress is not None else runpod_progress(job))
+    except WorkerError as error:
+        log.warning("job %s failed: %s: %s", job.get("id"), error.code, error.message)
+        return {"error": error.to_json()}
+    except Exception as error:  # the worker must survive anything a job throws at it
+        log.exception("job %s failed unexpectedly", job.get("id"))
+        return {"error": WorkerError("internal", f"unexpected {type(error).__name__}: {error}").to_json()}
+    return transcript.model_dump(mode="json", exclude={"job"})
+
+
+def run_job(job: dict[str, Any], progress: ProgressCallback | None) -> Transcript:
+    job_input = job.get("input")
+    if not isinstance(job_input, dict):
+        raise WorkerError("invalid_input", "the job's input must be a JSON object", "input")
+    try:
+        request = TranscriptionRequest.model_validate(job_input)
+    except ValidationError as error:
+        raise WorkerError.from_validation(error) from None
+    s3_config = job.get("s3Config")
+    return get_engine().run(request, s3_config=s3_config if isinstance(s3_config, dict) else None, progress=progress)
+
+
+def runpod_progress(job: dict[str, Any]) -> ProgressCallback | None:
+    """Progress through RunPod's `progress_update` (seen in /status), throttled; None where no RunPod API listens."""
+    if not os.environ.get("RUNPOD_WEBHOOK_POST_OUTPUT"):
+        return None
+    import runpod
+
+    return _throttled(
+        lambda stage, percent: runpod.serverless.progress_update(job, {"stage": stage, "percent": percent})
+    )
+
+
+def _throttled(send: Callable[[str, float], None]) -> ProgressCallback:
+    last: dict[str, Any] = {"stage": None, "at": 0.0}
+
+    def report(stage: str, percent: float) -> None:
+        now = time.monotonic()
+        if stage != last["stage"] or now - last["at"] >= _PROGRESS_INTERVAL_S or percent >= 100.0:
+            last.update(stage=stage, at=now)
+            send(stage, percent)
+
+    return report

@@ -1,0 +1,111 @@
+"""Shared fixtures: the real tiny.en model and `lite` diarizer, the pyannote sample, media files made with ffmpeg."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import os
+import subprocess
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from scribepod_worker import handler
+from scribepod_worker.config import WorkerSettings
+from scribepod_worker.engine import Engine
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLE_DIR = Path(os.environ.get("SCRIBEPOD_SAMPLE_DIR", ROOT / ".cache" / "sample"))
+
+
+def ffmpeg(*args: str) -> None:
+    subprocess.run(["ffmpeg", "-y", "-hide_banner", "-loglevel", "error", *args], check=True)
+
+
+def b64(path: Path) -> str:
+    return base64.b64encode(path.read_bytes()).decode()
+
+
+@pytest.fixture(scope="session")
+def sample_dir() -> Path:
+    """pyannote.audio's two-speaker sample (wav, rttm, stm), unpacked by scripts/setup.sh."""
+    if not (SAMPLE_DIR / "sample.wav").is_file():
+        pytest.fail(f"pyannote sample missing at {SAMPLE_DIR}: run `bash scripts/setup.sh` first")
+    return SAMPLE_DIR
+
+
+@pytest.fixture(scope="session")
+def settings() -> WorkerSettings:
+    return WorkerSettings(
+        model="tiny.en", device="cpu", diarizer="lite", allow_local_files=True, allow_private_urls=True
+    )
+
+
+@pytest.fixture(scope="session")
+def engine(settings: WorkerSettings) -> Engine:
+    """One warmed-up engine for the whole session, as a worker process would have."""
+    built = Engine(settings)
+    built.warm_up()
+    return built
+
+
+@pytest.fixture
+def worker(engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
+    """The engine installed in the handler, with a private temp dir so tests can see what a job leaves behind."""
+    job_tmp = tmp_path / "jobtmp"
+    job_tmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(job_tmp))
+    original = engine.settings
+    handler.set_engine(engine)
+    yield engine
+    engine.settings = original
+    assert list(job_tmp.iterdir()) == [], "a job left temporary files behind"
+
+
+def with_settings(engine: Engine, **changes: object) -> None:
+    """Change an engine's settings for one test (the `worker` fixture restores them)."""
+    engine.settings = dataclasses.replace(engine.settings, **changes)  # type: ignore[arg-type]
+
+
+@pytest.fixture(scope="session")
+def media(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -> dict[str, Path]:
+    """Test media made with a real ffmpeg: video with the sample's audio, silence, noise, truncated and broken files."""
+    out = tmp_path_factory.mktemp("media")
+    sample = sample_dir / "sample.wav"
+    files = {
+        "mp4": out / "sample.mp4",
+        "opus": out / "sample.ogg",
+        "silence": out / "silence.wav",
+        "noise": out / "noise.flac",
+        "no_audio": out / "video_only.mp4",
+    }
+    ffmpeg(
+        "-f",
+        "lavfi",
+        "-i",
+        "color=c=blue:s=160x120:r=10",
+        "-i",
+        str(sample),
+        "-shortest",
+        "-c:v",
+        "libx264",
+        "-pix_fmt",
+        "yuv420p",
+        "-c:a",
+        "aac",
+        str(files["mp4"]),
+    )
+    ffmpeg("-i", str(sample), "-c:a", "libopus", "-b:a", "24k", str(files["opus"]))
+    ffmpeg("-f", "lavfi", "-i", "anullsrc=r=16000:cl=mono", "-t", "20", str(files["silence"]))
+    ffmpeg("-f", "lavfi", "-i", "anoisesrc=r=16000:a=0.02:c=pink", "-t", "20", str(files["noise"]))
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=64x64:rate=5", "-t", "2", "-pix_fmt", "yuv420p", str(files["no_audio"]))
+    data = files["mp4"].read_bytes()
+    files["truncated_mp4"] = out / "truncated.mp4"
+    files["truncated_mp4"].write_bytes(data[: len(data) // 3])
+    files["not_audio"] = out / "notes.txt"
+    files["not_audio"].write_text("these are meeting notes, not a recording\n" * 50)
+    files["empty"] = out / "empty.wav"
+    files["empty"].write_bytes(b"")
+    return files

@@ -1,0 +1,52 @@
+"""Scoring helpers for tests and benchmarks: WER against an STM transcript, DER against RTTM turns."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from pathlib import Path
+
+import jiwer
+from pyannote.core import Annotation, Segment
+from pyannote.metrics.diarization import DiarizationErrorRate
+
+_PUNCTUATION = re.compile(r"[^\w\s']")
+
+
+def normalize(text: str) -> str:
+    return " ".join(_PUNCTUATION.sub(" ", text.lower()).split())
+
+
+def read_stm_text(path: Path) -> str:
+    """The reference words of an STM file (fields: file channel speaker start end words...)."""
+    lines = [line.split(maxsplit=5) for line in path.read_text().splitlines() if line.strip()]
+    return " ".join(parts[5] for parts in lines if len(parts) == 6)
+
+
+def word_error_rate(reference: str, hypothesis: str) -> float:
+    return float(jiwer.wer(normalize(reference), normalize(hypothesis)))
+
+
+def read_rttm(path: Path) -> list[tuple[float, float, str]]:
+    turns = []
+    for line in path.read_text().splitlines():
+        fields = line.split()
+        if fields and fields[0] == "SPEAKER":
+            start, duration = float(fields[3]), float(fields[4])
+            turns.append((start, start + duration, fields[7]))
+    return turns
+
+
+def annotation(turns: Iterable[tuple[float, float, str]]) -> Annotation:
+    result = Annotation()
+    for index, (start, end, speaker) in enumerate(turns):
+        result[Segment(start, end), index] = speaker
+    return result
+
+
+def diarization_error_rate(
+    reference: Iterable[tuple[float, float, str]], hypothesis: Iterable[tuple[float, float, str]], collar: float = 0.0
+) -> float:
+    """DER; `collar` is the total width removed around reference boundaries (0.5 = +-0.25 s)."""
+    metric = DiarizationErrorRate(collar=collar, skip_overlap=False)
+    return float(metric(annotation(reference), annotation(hypothesis)))

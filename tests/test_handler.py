@@ -1,0 +1,193 @@
+"""The handler end to end with the real tiny.en model and the real `lite` diarizer."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from scribepod.models import ErrorInfo, Transcript
+from scribepod_worker import handler
+from scribepod_worker.engine import Engine
+
+from conftest import b64, with_settings
+from scoring import diarization_error_rate, read_rttm, read_stm_text, word_error_rate
+
+
+def run(job_input: Any, **job: Any) -> dict[str, Any]:
+    return handler.handle({"id": "test", "input": job_input, **job})
+
+
+def ok(job_input: Any, **job: Any) -> Transcript:
+    output = run(job_input, **job)
+    assert "error" not in output, output.get("error")
+    return Transcript.model_validate(output)
+
+
+def failed(job_input: Any, **job: Any) -> ErrorInfo:
+    output = run(job_input, **job)
+    assert set(output) == {"error"}, f"expected a failure, got {str(output)[:300]}"
+    return ErrorInfo.model_validate(json.loads(output["error"]))
+
+
+def test_sample_quality_through_the_handler(worker: Engine, sample_dir: Path) -> None:
+    """The issue's acceptance figures: WER <= 13%, DER <= 15% (no collar, count estimated), 2 speakers."""
+    transcript = ok({"audio_base64": b64(sample_dir / "sample.wav"), "output_formats": ["srt", "vtt", "txt", "rttm"]})
+    wer = word_error_rate(read_stm_text(sample_dir / "sample.stm"), transcript.text)
+    der = diarization_error_rate(
+        read_rttm(sample_dir / "sample.rttm"), [(t.start, t.end, t.speaker) for t in transcript.turns]
+    )
+    print(f"sample: WER {wer:.1%}, DER {der:.1%}, speakers {len(transcript.speakers)}, timings {transcript.timings}")
+    assert wer <= 0.13
+    assert der <= 0.15
+    assert [s.id for s in transcript.speakers] == ["SPEAKER_00", "SPEAKER_01"]
+    assert transcript.language == "en" and transcript.model == "tiny.en" and transcript.diarizer == "lite"
+    assert 29.9 < transcript.duration < 30.1
+    assert set(transcript.timings) >= {"decode", "asr", "diarize", "total"}
+    # Every segment and word carries a speaker; segments are ordered, disjoint and never mix speakers.
+    previous_end = 0.0
+    for segment in transcript.segments:
+        assert segment.speaker in {"SPEAKER_00", "SPEAKER_01"}
+        assert previous_end <= segment.start <= segment.end
+        previous_end = segment.end
+        assert segment.words and {w.speaker for w in segment.words} == {segment.speaker}
+    # The rendered documents are the SDK's own renderings of this transcript.
+    assert transcript.formats["srt"] == transcript.to_srt() and "[SPEAKER_0" in transcript.formats["srt"]
+    assert transcript.formats["rttm"] == transcript.to_rttm()
+    assert transcript.formats["vtt"].startswith("WEBVTT") and set(transcript.formats) == {"srt", "vtt", "txt", "rttm"}
+
+
+def test_diarize_false_gives_no_speakers(worker: Engine, sample_dir: Path) -> None:
+    transcript = ok({"audio": str(sample_dir / "sample.wav"), "diarize": False, "word_timestamps": False})
+    assert transcript.segments and transcript.speakers == [] and transcript.turns == []
+    assert all(s.speaker is None and s.words == [] for s in transcript.segments)
+    assert transcript.diarizer is None
+
+
+def test_count_hint_reaches_the_diarizer(worker: Engine, sample_dir: Path) -> None:
+    transcript = ok({"audio": str(sample_dir / "sample.wav"), "num_speakers": 3})
+    assert len({t.speaker for t in transcript.turns}) == 3
+
+
+def test_sequential_decoding_when_batch_size_is_1(worker: Engine, sample_dir: Path) -> None:
+    transcript = ok({"audio": str(sample_dir / "sample.wav"), "batch_size": 1, "diarize": False})
+    assert word_error_rate(read_stm_text(sample_dir / "sample.stm"), transcript.text) <= 0.15
+
+
+@pytest.mark.parametrize("kind", ["mp4", "opus"])
+def test_video_and_compressed_audio(worker: Engine, media: dict[str, Path], sample_dir: Path, kind: str) -> None:
+    transcript = ok({"audio_base64": b64(media[kind])})
+    assert word_error_rate(read_stm_text(sample_dir / "sample.stm"), transcript.text) <= 0.15
+    assert len(transcript.speakers) == 2
+
+
+@pytest.mark.parametrize("kind", ["silence", "noise"])
+def test_no_speech_gives_no_words(worker: Engine, media: dict[str, Path], kind: str) -> None:
+    transcript = ok({"audio_base64": b64(media[kind])})
+    assert (transcript.text, transcript.segments, transcript.turns, transcript.speakers) == ("", [], [], [])
+    assert 19.9 < transcript.duration < 20.1
+
+
+@pytest.mark.parametrize(
+    ("kind", "code", "message"),
+    [
+        ("not_audio", "audio_decode_failed", "could not decode"),
+        ("truncated_mp4", "audio_decode_failed", "could not decode"),
+        ("no_audio", "audio_decode_failed", "no audio stream"),
+    ],
+)
+def test_undecodable_input(worker: Engine, media: dict[str, Path], kind: str, code: str, message: str) -> None:
+    error = failed({"audio_base64": b64(media[kind])})
+    assert error.code == code and message in error.message
+    assert str(media[kind].parent) not in error.message  # no server paths leak into errors
+
+
+def test_empty_file(worker: Engine, media: dict[str, Path]) -> None:
+    assert failed({"audio": str(media["empty"])}).code == "audio_decode_failed"
+
+
+def test_broken_base64(worker: Engine) -> None:
+    error = failed({"audio_base64": "this is %%% not base64!"})
+    assert (error.code, error.field) == ("invalid_input", "audio_base64")
+
+
+def test_base64_size_checked_before_decoding(worker: Engine) -> None:
+    with_settings(worker, max_base64_bytes=1000)
+    error = failed({"audio_base64": "A" * 4000})
+    assert (error.code, error.field) == ("invalid_input", "audio_base64") and "at most 1000" in error.message
+
+
+def test_audio_too_long(worker: Engine, sample_dir: Path) -> None:
+    with_settings(worker, max_audio_seconds=10)
+    error = failed({"audio": str(sample_dir / "sample.wav")})
+    assert error.code == "audio_too_long" and "10 s" in error.message
+
+
+def test_missing_model(worker: Engine, sample_dir: Path) -> None:
+    error = failed({"audio": str(sample_dir / "sample.wav"), "model": "large-v3"})
+    assert (error.code, error.field) == ("model_unavailable", "model")
+
+
+def test_turbo_cannot_translate(worker: Engine, sample_dir: Path) -> None:
+    error = failed({"audio": str(sample_dir / "sample.wav"), "model": "large-v3-turbo", "task": "translate"})
+    assert (error.code, error.field) == ("invalid_input", "task") and "cannot translate" in error.message
+
+
+def test_local_paths_refused_when_not_allowed(worker: Engine, sample_dir: Path) -> None:
+    with_settings(worker, allow_local_files=False)
+    error = failed({"audio": str(sample_dir / "sample.wav")})
+    assert (error.code, error.field) == ("invalid_input", "audio") and "local file paths are disabled" in error.message
+
+
+@pytest.mark.parametrize(
+    ("job_input", "field", "fragment"),
+    [
+        ({"audio": "https://example.com/a.wav", "colour": "blue"}, "colour", "unknown field"),
+        ({"audio": "https://example.com/a.wav", "beam_size": "5"}, "beam_size", "integer"),
+        ({"audio": "https://example.com/a.wav", "beam_size": 0}, "beam_size", "greater than or equal to 1"),
+        ({"audio": "https://example.com/a.wav", "diarize": "yes"}, "diarize", "boolean"),
+        ({"audio": "https://example.com/a.wav", "min_speakers": 4, "max_speakers": 2}, "min_speakers", "greater"),
+        ({"audio": "https://example.com/a.wav", "output_formats": ["docx"]}, "output_formats.0", "srt"),
+        ({"audio": "https://example.com/a.wav", "temperature": 3.0}, "temperature", "between 0 and 1"),
+        ({"audio": "https://example.com/a.wav", "task": "summarize"}, "task", "transcribe"),
+        ({"audio": "a", "audio_base64": "AAAA"}, "audio", "exactly one"),
+        ({}, "audio", "exactly one"),
+        ({"audio": "ftp://example.com/a.wav"}, "audio", "unsupported URL scheme"),
+    ],
+)
+def test_invalid_input_names_the_field(worker: Engine, job_input: dict[str, Any], field: str, fragment: str) -> None:
+    error = failed(job_input)
+    assert (error.code, error.field) == ("invalid_input", field)
+    assert fragment in error.message
+
+
+@pytest.mark.parametrize("job_input", [None, "audio.wav", [1, 2]])
+def test_input_must_be_an_object(worker: Engine, job_input: Any) -> None:
+    assert (failed(job_input).code, failed(job_input).field) == ("invalid_input", "input")
+
+
+def test_unexpected_failure_is_internal_and_the_next_job_runs(
+    worker: Engine, sample_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def explode(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("CUDA out of memory (simulated)")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(worker, "transcribe_audio", explode)
+        error = failed({"audio": str(sample_dir / "sample.wav")})
+    assert error.code == "internal" and "RuntimeError" in error.message and "simulated" in error.message
+    assert ok({"audio": str(sample_dir / "sample.wav"), "diarize": False}).text
+
+
+def test_progress_is_reported_by_stage(worker: Engine, sample_dir: Path) -> None:
+    seen: list[tuple[str, float]] = []
+    output = handler.handle(
+        {"id": "p", "input": {"audio": str(sample_dir / "sample.wav")}}, progress=lambda s, p: seen.append((s, p))
+    )
+    assert "error" not in output
+    stages = [stage for stage, _ in seen]
+    assert stages[0] == "decode" and stages[-1] == "done" and "transcribe" in stages and "diarize" in stages
+    percents = [percent for _, percent in seen]
+    assert percents == sorted(percents) and percents[-1] == 100.0
