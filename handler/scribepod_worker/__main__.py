@@ -28,9 +28,12 @@ def _print_transcript(job: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> None:
-    logging.basicConfig(
-        level=os.environ.get("SCRIBEPOD_LOG_LEVEL", "INFO"), format="%(levelname)s %(name)s: %(message)s"
-    )
+    log_level = os.environ.get("SCRIBEPOD_LOG_LEVEL", "INFO")
+    logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
+    local_test = "--rp_serve_api" not in sys.argv and not os.environ.get("RUNPOD_WEBHOOK_GET_JOB")
+    if local_test:
+        # RunPod's logger defaults to DEBUG and would print the whole JSON result three times over the transcript.
+        os.environ.setdefault("RUNPOD_LOG_LEVEL", "WARN")
     import runpod
 
     engine = Engine()
@@ -40,7 +43,6 @@ def main() -> None:
         # Jobs that name another model can still run; a missing default is the operator's to fix (see README).
         logging.getLogger("scribepod_worker").warning("warm-up incomplete: %s", error.message)
     handler.set_engine(engine)
-    local_test = "--rp_serve_api" not in sys.argv and not os.environ.get("RUNPOD_WEBHOOK_GET_JOB")
     runpod.serverless.start({"handler": _print_transcript if local_test else handler.handle})
 
 

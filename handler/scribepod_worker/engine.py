@@ -45,10 +45,10 @@ class Engine:
         self._diarizer_lock = threading.Lock()
 
     def warm_up(self) -> None:
-        """Load the default model and the diarizer now, so the first job does not pay for it."""
+        """Load the diarizer and the default model now, so the first job does not pay for them."""
+        self.diarizer()
         resolved = asr.resolve_model(self.settings.model, self.settings)
         self._models.get(resolved.path, self.device, self.compute_type)
-        self.diarizer()
 
     def diarizer(self) -> Diarizer:
         with self._diarizer_lock:

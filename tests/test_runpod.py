@@ -1,0 +1,101 @@
+"""The worker through RunPod's own machinery: local test mode and the `--rp_serve_api` development server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from scribepod.models import ErrorInfo, Transcript
+
+from conftest import ROOT, b64
+from scoring import diarization_error_rate, read_rttm
+from servers import free_port, wait_for
+
+ENV = {**os.environ, "SCRIBEPOD_MODEL": "tiny.en", "SCRIBEPOD_DIARIZER": "lite", "SCRIBEPOD_DEVICE": "cpu"}
+
+
+def worker(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "scribepod_worker", *args],
+        cwd=cwd,
+        env=ENV,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+def test_local_mode_runs_test_input_json_and_prints_the_transcript() -> None:
+    result = worker()
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = [line for line in result.stdout.splitlines() if line.startswith("[")]
+    assert len(lines) >= 4
+    assert {line.split("] ")[1].split(":")[0] for line in lines} == {"SPEAKER_00", "SPEAKER_01"}
+    assert "summary" in result.stdout and "warm-up incomplete" not in result.stderr
+
+
+def test_local_mode_failure_exits_non_zero_with_the_contract_error(tmp_path: Path) -> None:
+    result = worker("--test_input", json.dumps({"input": {"audio_base64": "bm90IGF1ZGlv"}}), cwd=tmp_path)
+    assert result.returncode == 1
+    assert '"code": "audio_decode_failed"' in result.stdout
+
+
+@pytest.fixture(scope="module")
+def api() -> Iterator[str]:
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "scribepod_worker",
+            "--rp_serve_api",
+            "--rp_api_host",
+            "127.0.0.1",
+            "--rp_api_port",
+            str(port),
+        ],
+        cwd=ROOT,
+        env=ENV,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_for(f"{base}/docs", timeout=60)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+def test_runsync_on_the_development_server(api: str, sample_dir: Path) -> None:
+    response = httpx.post(
+        f"{api}/runsync", json={"input": {"audio_base64": b64(sample_dir / "sample.wav")}}, timeout=120
+    )
+    body = response.json()
+    assert response.status_code == 200 and body["status"] == "COMPLETED", body
+    transcript = Transcript.model_validate(body["output"])
+    assert len(transcript.speakers) == 2
+    der = diarization_error_rate(
+        read_rttm(sample_dir / "sample.rttm"), [(t.start, t.end, t.speaker) for t in transcript.turns]
+    )
+    assert der <= 0.15
+
+
+def test_runsync_failure_then_success(api: str, sample_dir: Path) -> None:
+    body = httpx.post(f"{api}/runsync", json={"input": {"audio": "s3://only-bucket"}}, timeout=60).json()
+    assert body["status"] == "FAILED"
+    error = ErrorInfo.model_validate(json.loads(body["error"]))
+    assert (error.code, error.field) == ("invalid_input", "audio")
+    body = httpx.post(
+        f"{api}/runsync", json={"input": {"audio": str(sample_dir / "sample.wav"), "diarize": False}}, timeout=120
+    ).json()
+    assert body["status"] == "COMPLETED" and body["output"]["text"]
