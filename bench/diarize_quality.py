@@ -1,0 +1,121 @@
+"""Quality and speed of the `lite` diarizer: DER, speaker count and runtime per clip.
+
+Clips: pyannote.audio's two-speaker sample (.cache/sample) and espeak-ng conversations of 1..5
+distinct voices (tests/synth.py), plus the time to diarize a 10-minute recording made by
+concatenating conversations. Run from the repository root:
+
+    PYTHONPATH=handler:tests python bench/diarize_quality.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from pyannote.core import Annotation, Segment
+from pyannote.metrics.diarization import DiarizationErrorRate
+
+from scribepod_worker.diarize.base import SAMPLE_RATE, SpeakerCountHint, SpeakerTurn
+from scribepod_worker.diarize.lite import LiteDiarizer
+
+from synth import VOICES, round_robin, synthesize_conversation
+
+SAMPLE_DIR = Path(".cache/sample")
+
+
+def annotation(turns: Sequence[tuple[float, float, str]]) -> Annotation:
+    """pyannote Annotation from (start, end, speaker) tuples."""
+    result = Annotation()
+    for index, (start, end, speaker) in enumerate(turns):
+        result[Segment(start, end), index] = speaker
+    return result
+
+
+def read_rttm(path: Path) -> list[tuple[float, float, str]]:
+    """(start, end, speaker) turns of an RTTM file."""
+    turns = []
+    for line in path.read_text().splitlines():
+        fields = line.split()
+        if fields and fields[0] == "SPEAKER":
+            start, duration = float(fields[3]), float(fields[4])
+            turns.append((start, start + duration, fields[7]))
+    return turns
+
+
+def der(reference: Sequence[tuple[float, float, str]], hypothesis: Sequence[SpeakerTurn], collar: float) -> float:
+    """Diarization error rate; pyannote's `collar` is the total width around each boundary."""
+    metric = DiarizationErrorRate(collar=collar)
+    hyp = annotation([(t.start, t.end, t.speaker) for t in hypothesis])
+    return float(metric(annotation(reference), hyp))
+
+
+def load(path: Path) -> np.ndarray:
+    audio, rate = sf.read(path, dtype="float32")
+    if rate != SAMPLE_RATE:
+        raise ValueError(f"{path}: expected {SAMPLE_RATE} Hz, got {rate}")
+    return np.asarray(audio)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--long-minutes", type=float, default=10.0, help="length of the timing recording")
+    args = parser.parse_args()
+
+    started = time.perf_counter()
+    diarizer = LiteDiarizer()
+    print(f"model load: {time.perf_counter() - started:.2f} s")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        clips: list[tuple[str, np.ndarray, list[tuple[float, float, str]]]] = [
+            ("pyannote sample", load(SAMPLE_DIR / "sample.wav"), read_rttm(SAMPLE_DIR / "sample.rttm"))
+        ]
+        for voices in range(1, 6):
+            path = Path(tmp) / f"conv{voices}.wav"
+            reference = synthesize_conversation(round_robin(VOICES[:voices], max(8, 3 * voices)), path)
+            clips.append((f"synthetic {voices} voices", load(path), reference))
+
+        print(f"{'clip':<20} {'dur s':>6} {'DER':>7} {'DER c.5':>8} {'est':>4} {'true':>5} {'diar s':>7}")
+        for name, audio, reference in clips:
+            started = time.perf_counter()
+            turns = diarizer.diarize(audio, SpeakerCountHint())
+            elapsed = time.perf_counter() - started
+            estimated = len({t.speaker for t in turns})
+            true = len({speaker for _, _, speaker in reference})
+            print(
+                f"{name:<20} {audio.size / SAMPLE_RATE:>6.1f} {der(reference, turns, 0.0):>7.1%}"
+                f" {der(reference, turns, 0.5):>8.1%} {estimated:>4} {true:>5} {elapsed:>7.2f}"
+            )
+
+        long_audio, long_reference = _long_recording(clips[1:], args.long_minutes * 60)
+        started = time.perf_counter()
+        turns = diarizer.diarize(long_audio, SpeakerCountHint())
+        elapsed = time.perf_counter() - started
+        print(
+            f"{'long recording':<20} {long_audio.size / SAMPLE_RATE:>6.1f} {der(long_reference, turns, 0.0):>7.1%}"
+            f" {der(long_reference, turns, 0.5):>8.1%} {len({t.speaker for t in turns}):>4}"
+            f" {len({s for _, _, s in long_reference}):>5} {elapsed:>7.2f}"
+        )
+
+
+def _long_recording(
+    clips: Sequence[tuple[str, np.ndarray, list[tuple[float, float, str]]]], seconds: float
+) -> tuple[np.ndarray, list[tuple[float, float, str]]]:
+    """Concatenate the conversations (same voices, so same speakers) until `seconds` are reached."""
+    pieces: list[np.ndarray] = []
+    reference: list[tuple[float, float, str]] = []
+    offset = 0.0
+    while offset < seconds:
+        for _, audio, turns in clips:
+            pieces.append(audio)
+            reference.extend((offset + start, offset + end, speaker) for start, end, speaker in turns)
+            offset += audio.size / SAMPLE_RATE
+    return np.concatenate(pieces), reference
+
+
+if __name__ == "__main__":
+    main()
