@@ -14,6 +14,7 @@ from scribepod_worker.engine import Engine
 
 from conftest import b64, with_settings
 from scoring import diarization_error_rate, read_rttm, read_stm_text, word_error_rate
+from synth import VOICES, round_robin, synthesize_conversation
 
 
 def run(job_input: Any, **job: Any) -> dict[str, Any]:
@@ -191,3 +192,28 @@ def test_progress_is_reported_by_stage(worker: Engine, sample_dir: Path) -> None
     assert stages[0] == "decode" and stages[-1] == "done" and "transcribe" in stages and "diarize" in stages
     percents = [percent for _, percent in seen]
     assert percents == sorted(percents) and percents[-1] == 100.0
+
+
+@pytest.mark.parametrize("voices", [3, 4])
+def test_conversations_of_several_voices(worker: Engine, tmp_path: Path, voices: int) -> None:
+    """Every voice is found (count estimated) and words land on the voice that spoke them."""
+    script = round_robin(VOICES[:voices], voices * 3)
+    reference = synthesize_conversation(script, tmp_path / "conversation.wav")
+    transcript = ok({"audio": str(tmp_path / "conversation.wav")})
+    assert len(transcript.speakers) == voices
+    # Map each reference voice to the label most of its words got, then count words on the right speaker.
+    votes: dict[tuple[str, str], int] = {}
+    for segment in transcript.segments:
+        for word in segment.words:
+            middle = (word.start + word.end) / 2
+            truth = min(reference, key=lambda turn: 0 if turn[0] <= middle <= turn[1] else abs(middle - turn[0]))[2]
+            votes[truth, word.speaker or ""] = votes.get((truth, word.speaker or ""), 0) + 1
+    best = {truth: max((n, label) for (t, label), n in votes.items() if t == truth)[1] for truth, _ in votes}
+    assert len(set(best.values())) == voices
+    right = sum(n for (truth, label), n in votes.items() if best[truth] == label)
+    assert right / sum(votes.values()) >= 0.95
+
+
+def test_without_vad_the_batched_pipeline_uses_fixed_windows(worker: Engine, sample_dir: Path) -> None:
+    transcript = ok({"audio": str(sample_dir / "sample.wav"), "vad_filter": False, "diarize": False})
+    assert word_error_rate(read_stm_text(sample_dir / "sample.stm"), transcript.text) <= 0.2
