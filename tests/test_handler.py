@@ -214,6 +214,8 @@ def test_conversations_of_several_voices(worker: Engine, tmp_path: Path, voices:
     assert right / sum(votes.values()) >= 0.95
 
 
-def test_without_vad_the_batched_pipeline_uses_fixed_windows(worker: Engine, sample_dir: Path) -> None:
+def test_without_vad_decoding_is_sequential_and_complete(worker: Engine, sample_dir: Path) -> None:
     transcript = ok({"audio": str(sample_dir / "sample.wav"), "vad_filter": False, "diarize": False})
+    # Without VAD tiny.en scores ~18% here (with VAD ~12%): VAD is on by default for a reason.
     assert word_error_rate(read_stm_text(sample_dir / "sample.stm"), transcript.text) <= 0.2
+    assert "jersey now" in transcript.text.lower()  # the last words, which fixed 30 s windows would cut
