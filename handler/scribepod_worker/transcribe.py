@@ -1,8 +1,8 @@
 """Stage 2: speech to timed text with faster-whisper, models loaded once per worker and kept across jobs.
 
-The batched pipeline is the default (about 3x faster than sequential decoding on CPU here, same or better WER);
-`batch_size=1` (or `vad_filter=false`) uses faster-whisper's sequential decoder. Nothing is downloaded: a model name resolves to a
-baked directory or a packaged model, or the job fails with `model_unavailable`.
+The batched pipeline is the default (faster than sequential decoding, same or better WER: see bench/speed.py);
+`batch_size=1`, or `vad_filter=false`, uses faster-whisper's sequential decoder. Nothing is downloaded: a model
+name resolves to a baked directory or a packaged model, or the job fails with `model_unavailable`.
 """
 
 from __future__ import annotations
