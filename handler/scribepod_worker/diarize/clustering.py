@@ -64,7 +64,7 @@ def cluster_speakers(
         return _normalise(embeddings.mean(axis=0, keepdims=True))
     kmeans = KMeans(n_clusters=count, n_init=10, random_state=0).fit(subset)
     centroids = _normalise(kmeans.cluster_centers_.astype(np.float32))
-    return _refine(embeddings, centroids, options.refine_iterations)
+    return refine_centroids(embeddings, centroids, options.refine_iterations)
 
 
 def _count_bounds(hint: SpeakerCountHint, options: ClusteringOptions, n: int) -> tuple[int, int]:
@@ -78,8 +78,12 @@ def _count_bounds(hint: SpeakerCountHint, options: ClusteringOptions, n: int) ->
     return min(max(lower, 1), upper), upper
 
 
-def _refine(embeddings: np.ndarray, centroids: np.ndarray, iterations: int) -> np.ndarray:
-    """Spherical k-means from the agglomerative centroids, on every window (not just the subset)."""
+def refine_centroids(embeddings: np.ndarray, centroids: np.ndarray, iterations: int) -> np.ndarray:
+    """Spherical k-means from `centroids` on every window of `embeddings` (not just a subset).
+
+    Also moves centroids found on one window length to the embedding distribution of another: short
+    windows embed the same voice a little differently, so they are scored against their own centroids.
+    """
     for _ in range(iterations):
         labels = np.argmax(embeddings @ centroids.T, axis=1)
         updated = centroids.copy()

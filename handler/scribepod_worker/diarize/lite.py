@@ -2,8 +2,10 @@
 
 Pipeline: Silero VAD (bundled with faster-whisper) -> 1.5 s windows every 0.5 s inside speech ->
 resemblyzer GE2E embeddings -> agglomerative clustering with a distance threshold (speaker count) ->
-k-means partition refined on all windows -> per-10 ms speaker scores blended from every window covering
-a frame -> turns that follow the VAD's speech, split where the best-scoring speaker changes.
+k-means partition refined on all windows -> with two or more speakers, a second pass of 1.0 s windows
+every 0.25 s scored against centroids refined on those windows -> per-10 ms speaker scores blended from
+every window covering a frame, both window lengths mixed -> turns that follow the VAD's speech, split
+where the best-scoring speaker changes.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import torch
 from faster_whisper.vad import VadOptions
 
 from scribepod_worker.diarize.base import SAMPLE_RATE, SpeakerCountHint, SpeakerTurn
-from scribepod_worker.diarize.clustering import ClusteringOptions, cluster_speakers
+from scribepod_worker.diarize.clustering import ClusteringOptions, cluster_speakers, refine_centroids
 from scribepod_worker.diarize.embedding import FRAME_SECONDS, WindowEmbedder, Windows, speech_regions
 
 
@@ -28,6 +30,14 @@ class LiteDiarizerOptions:
     # 0.5 s hop keeps 10 minutes of speech at ~1.5 s of CPU while each frame is seen by 3 windows.
     window: float = 1.5
     hop: float = 0.5
+    # Shorter windows on a denser grid, used only to place speaker changes once the speakers are known
+    # (two or more): a 1.5 s window cannot resolve the sub-second turns of a lively conversation.
+    # `fine_weight` is their share of the frame scores (the rest is the 1.5 s windows'): short windows
+    # alone localise changes well but flip whole turns more often; the blend was the most stable on the
+    # real sample (DER 12.6% vs 19.8% with 1.5 s windows only). Costs ~2x the embedding time; 0 disables.
+    fine_window: float = 1.0
+    fine_hop: float = 0.25
+    fine_weight: float = 0.7
     # Silero VAD: probability threshold, shortest pause that splits speech, padding kept around speech
     # (0.1 s: turns hug the words yet keep soft word edges the VAD misses) and the shortest blip that
     # still counts as speech.
@@ -72,36 +82,58 @@ class LiteDiarizer:
         torch.set_num_threads(self.options.threads)
         try:
             windows = self._embedder.embed(audio, regions, window, hop)
+            reliable = (windows.stop - windows.start) >= window * 2 // 3
+            centroids = cluster_speakers(windows.embedding, reliable, hint, self.options.clustering)
+            n_frames = int(max(stop for _, stop in regions))
+            scores = _frame_scores(windows, centroids, n_frames)
+            if len(centroids) > 1 and self.options.fine_weight > 0:
+                fine_window = round(self.options.fine_window / FRAME_SECONDS)
+                fine_hop = round(self.options.fine_hop / FRAME_SECONDS)
+                fine = self._embedder.embed(audio, regions, fine_window, fine_hop)
+                iterations = self.options.clustering.refine_iterations
+                fine_centroids = refine_centroids(fine.embedding, centroids, iterations)
+                scores = (1 - self.options.fine_weight) * scores + self.options.fine_weight * _frame_scores(
+                    fine, fine_centroids, n_frames
+                )
         finally:
             torch.set_num_threads(previous_threads)
-        reliable = (windows.stop - windows.start) >= window * 2 // 3
-        centroids = cluster_speakers(windows.embedding, reliable, hint, self.options.clustering)
-        labels = _frame_labels(windows, centroids, regions)
+        labels = np.full(n_frames, -1, dtype=np.int64)
+        for start, stop in regions:
+            labels[start:stop] = np.argmax(scores[start:stop], axis=1)
         min_run = round(self.options.min_turn / FRAME_SECONDS)
         return _turns(labels, regions, min_run)
 
 
-def _frame_labels(windows: Windows, centroids: np.ndarray, regions: list[tuple[int, int]]) -> np.ndarray:
-    """Speaker index per 10 ms frame (-1 outside speech).
+def _frame_scores(windows: Windows, centroids: np.ndarray, n_frames: int) -> np.ndarray:
+    """Standardised speaker scores per 10 ms frame, (n_frames, k).
 
     Each window votes its similarity to every centroid onto the frames it covers, weighted by a Hann
     taper so a frame is decided mostly by the windows centred on it; this places speaker changes
-    between window hops instead of at window edges.
+    between window hops instead of at window edges. Scores are centred across speakers per frame and
+    scaled by their spread over all frames, so window lengths with different similarity ranges can be
+    blended on an equal footing.
     """
-    n_frames = int(max(stop for _, stop in regions))
     scores = windows.embedding @ centroids.T
     lengths = windows.stop - windows.start
     frame_index = np.concatenate([np.arange(s, e) for s, e in zip(windows.start, windows.stop, strict=True)])
     taper = np.concatenate([np.hanning(length + 2)[1:-1] for length in lengths])
     owner = np.repeat(np.arange(len(lengths)), lengths)
-    votes = np.stack(
-        [np.bincount(frame_index, weights=taper * scores[owner, k], minlength=n_frames) for k in range(len(centroids))],
-        axis=1,
-    )
-    labels = np.full(n_frames, -1, dtype=np.int64)
-    for start, stop in regions:
-        labels[start:stop] = np.argmax(votes[start:stop], axis=1)
-    return labels
+    weight = np.bincount(frame_index, weights=taper, minlength=n_frames)
+    covered = weight > 0
+    votes: np.ndarray = (
+        np.stack(
+            [
+                np.bincount(frame_index, weights=taper * scores[owner, k], minlength=n_frames)
+                for k in range(len(centroids))
+            ],
+            axis=1,
+        )
+        / np.maximum(weight, 1e-12)[:, None]
+    )  # mean score per frame; frames no window covers stay at 0
+    votes -= votes.mean(axis=1, keepdims=True)
+    spread = float(np.sqrt(np.mean(np.square(votes[covered])))) if covered.any() else 0.0
+    standardised: np.ndarray = votes / spread if spread > 1e-12 else votes
+    return standardised
 
 
 def _turns(labels: np.ndarray, regions: list[tuple[int, int]], min_run: int) -> list[SpeakerTurn]:
