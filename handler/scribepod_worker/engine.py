@@ -66,31 +66,37 @@ class Engine:
         """Fetch, decode and transcribe one job's audio."""
         started = time.perf_counter()
         options = request.options()
-        model_name = options.model or self.settings.model
-        asr.check_task(model_name, options)
-        asr.resolve_model(model_name, self.settings)  # fail on a missing model before fetching gigabytes
+        model = self._load_model(options)  # a missing model fails before gigabytes are fetched
         _report(progress, "decode", 0.0)
         with materialize(
             audio=request.audio, audio_base64=request.audio_base64, settings=self.settings, s3_config=s3_config
         ) as path:
             audio = decode_audio(path, self.settings.max_audio_seconds)
-        decode_seconds = time.perf_counter() - started
-        return self.transcribe_audio(audio, options, progress=progress, decode_seconds=decode_seconds)
+        return self._transcribe(audio, options, model, progress, decode_seconds=time.perf_counter() - started)
 
     def transcribe_audio(
-        self,
-        audio: np.ndarray,
-        options: TranscriptionOptions,
-        *,
-        progress: ProgressCallback | None = None,
-        decode_seconds: float = 0.0,
+        self, audio: np.ndarray, options: TranscriptionOptions, *, progress: ProgressCallback | None = None
     ) -> Transcript:
         """Transcribe (and diarize) 16 kHz mono float32 audio that is already in memory."""
-        started = time.perf_counter() - decode_seconds
+        return self._transcribe(audio, options, self._load_model(options), progress, decode_seconds=0.0)
+
+    def _load_model(self, options: TranscriptionOptions) -> tuple[str, Any]:
+        """Check the task against the model, then return the model's name and the loaded (cached) model."""
         model_name = options.model or self.settings.model
         asr.check_task(model_name, options)
         resolved = asr.resolve_model(model_name, self.settings)
-        model = self._models.get(resolved.path, self.device, self.compute_type)
+        return resolved.name, self._models.get(resolved.path, self.device, self.compute_type)
+
+    def _transcribe(
+        self,
+        audio: np.ndarray,
+        options: TranscriptionOptions,
+        named_model: tuple[str, Any],
+        progress: ProgressCallback | None,
+        decode_seconds: float,
+    ) -> Transcript:
+        started = time.perf_counter() - decode_seconds
+        model_name, model = named_model
         diarizer = self.diarizer() if options.diarize else None
         hint = SpeakerCountHint(options.num_speakers, options.min_speakers, options.max_speakers)
         timings: dict[str, float] = {"decode": round(decode_seconds, 3)}
@@ -125,7 +131,7 @@ class Engine:
             segments=attributed.segments,
             speakers=attributed.speakers,
             turns=attributed.turns,
-            model=resolved.name,
+            model=model_name,
             device=self.device,
             diarizer=diarizer.name if diarizer is not None else None,
             timings=timings,
