@@ -4,12 +4,13 @@ Clips: pyannote.audio's two-speaker sample (.cache/sample) and espeak-ng convers
 distinct voices (tests/synth.py), plus the time to diarize a 10-minute recording made by
 concatenating conversations. Run from the repository root:
 
-    PYTHONPATH=handler:tests python bench/diarize_quality.py
+    .venv/bin/python bench/diarize_quality.py
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
@@ -17,41 +18,19 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from pyannote.core import Annotation, Segment
-from pyannote.metrics.diarization import DiarizationErrorRate
 
 from scribepod_worker.diarize.base import SAMPLE_RATE, SpeakerCountHint, SpeakerTurn
 from scribepod_worker.diarize.lite import LiteDiarizer
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+from scoring import diarization_error_rate, read_rttm
 from synth import VOICES, round_robin, synthesize_conversation
 
 SAMPLE_DIR = Path(".cache/sample")
 
 
-def annotation(turns: Sequence[tuple[float, float, str]]) -> Annotation:
-    """pyannote Annotation from (start, end, speaker) tuples."""
-    result = Annotation()
-    for index, (start, end, speaker) in enumerate(turns):
-        result[Segment(start, end), index] = speaker
-    return result
-
-
-def read_rttm(path: Path) -> list[tuple[float, float, str]]:
-    """(start, end, speaker) turns of an RTTM file."""
-    turns = []
-    for line in path.read_text().splitlines():
-        fields = line.split()
-        if fields and fields[0] == "SPEAKER":
-            start, duration = float(fields[3]), float(fields[4])
-            turns.append((start, start + duration, fields[7]))
-    return turns
-
-
 def der(reference: Sequence[tuple[float, float, str]], hypothesis: Sequence[SpeakerTurn], collar: float) -> float:
-    """Diarization error rate; pyannote's `collar` is the total width around each boundary."""
-    metric = DiarizationErrorRate(collar=collar)
-    hyp = annotation([(t.start, t.end, t.speaker) for t in hypothesis])
-    return float(metric(annotation(reference), hyp))
+    return diarization_error_rate(reference, [(t.start, t.end, t.speaker) for t in hypothesis], collar)
 
 
 def load(path: Path) -> np.ndarray:

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import jiwer
-from pyannote.core import Annotation, Segment
+from pyannote.core import Annotation, Segment, Timeline
 from pyannote.metrics.diarization import DiarizationErrorRate
 
 _PUNCTUATION = re.compile(r"[^\w\s']")
@@ -48,5 +48,7 @@ def diarization_error_rate(
     reference: Iterable[tuple[float, float, str]], hypothesis: Iterable[tuple[float, float, str]], collar: float = 0.0
 ) -> float:
     """DER; `collar` is the total width removed around reference boundaries (0.5 = +-0.25 s)."""
+    ref, hyp = annotation(reference), annotation(hypothesis)
+    extent = ref.get_timeline().union(hyp.get_timeline()).extent() if hyp else ref.get_timeline().extent()
     metric = DiarizationErrorRate(collar=collar, skip_overlap=False)
-    return float(metric(annotation(reference), annotation(hypothesis)))
+    return float(metric(ref, hyp, uem=Timeline([extent])))  # scored over both annotations' whole extent

@@ -18,7 +18,7 @@ import torch
 from faster_whisper.vad import VadOptions
 
 from scribepod_worker.diarize.base import SAMPLE_RATE, SpeakerCountHint, SpeakerTurn
-from scribepod_worker.diarize.clustering import ClusteringOptions, cluster_speakers, refine_centroids
+from scribepod_worker.diarize.clustering import ClusteringOptions, cluster_speakers, refine_centroids, single_speaker
 from scribepod_worker.diarize.embedding import FRAME_SECONDS, WindowEmbedder, Windows, speech_regions
 
 
@@ -30,6 +30,12 @@ class LiteDiarizerOptions:
     # 0.5 s hop keeps 10 minutes of speech at ~1.5 s of CPU while each frame is seen by 3 windows.
     window: float = 1.5
     hop: float = 0.5
+    # Longer windows that decide only whether there is one speaker or several (see clustering.py). The hop
+    # grows past `count_hop` so that no more than `count_windows` are embedded: enough to judge, and the pass
+    # costs the same for an hour as for ten minutes.
+    count_window: float = 2.5
+    count_hop: float = 0.5
+    count_windows: int = 400
     # Shorter windows on a denser grid, used only to place speaker changes once the speakers are known
     # (two or more): a 1.5 s window cannot resolve the sub-second turns of a lively conversation.
     # `fine_weight` is their share of the frame scores (the rest is the 1.5 s windows'): short windows
@@ -83,7 +89,9 @@ class LiteDiarizer:
         try:
             windows = self._embedder.embed(audio, regions, window, hop)
             reliable = (windows.stop - windows.start) >= window * 2 // 3
-            centroids = cluster_speakers(windows.embedding, reliable, hint, self.options.clustering)
+            centroids = cluster_speakers(
+                windows.embedding, reliable, hint, self.options.clustering, self._one_voice(audio, regions, hint)
+            )
             n_frames = int(max(stop for _, stop in regions))
             scores = _frame_scores(windows, centroids, n_frames)
             if len(centroids) > 1 and self.options.fine_weight > 0:
@@ -102,6 +110,17 @@ class LiteDiarizer:
             labels[start:stop] = np.argmax(scores[start:stop], axis=1)
         min_run = round(self.options.min_turn / FRAME_SECONDS)
         return _turns(labels, regions, min_run)
+
+    def _one_voice(self, audio: np.ndarray, regions: list[tuple[int, int]], hint: SpeakerCountHint) -> bool | None:
+        """The long windows' one-or-several verdict, skipped when the hint already fixes the count."""
+        if hint.num_speakers is not None or hint.max_speakers == 1:
+            return None
+        window = round(self.options.count_window / FRAME_SECONDS)
+        speech_frames = sum(stop - start for start, stop in regions)
+        hop = max(round(self.options.count_hop / FRAME_SECONDS), speech_frames // self.options.count_windows)
+        long = self._embedder.embed(audio, regions, window, hop)
+        full_length = (long.stop - long.start) >= window * 2 // 3
+        return single_speaker(long.embedding[full_length], self.options.clustering)
 
 
 def _frame_scores(windows: Windows, centroids: np.ndarray, n_frames: int) -> np.ndarray:
