@@ -1,5 +1,27 @@
-"""scribepod: speaker-attributed transcription on RunPod serverless."""
+"""scribepod: speaker-attributed transcription on RunPod serverless.
 
+from scribepod import Client
+with Client(endpoint_id="abc123") as client:           # RUNPOD_API_KEY from the environment
+    transcript = client.transcribe("meeting.mp4", max_speakers=4)
+print(transcript.to_srt())
+"""
+
+from scribepod._core import JobState
+from scribepod._sources import S3Settings
+from scribepod.client import AsyncClient, AsyncJob, Client, Job
+from scribepod.errors import (
+    AuthenticationError,
+    EndpointUnavailable,
+    InvalidInput,
+    JobCancelled,
+    JobFailed,
+    JobNotFound,
+    JobTimedOut,
+    LocalInferenceUnavailable,
+    PayloadTooLarge,
+    ScribepodError,
+    SubmissionUncertain,
+)
 from scribepod.models import (
     ErrorInfo,
     JobInfo,
@@ -13,10 +35,27 @@ from scribepod.models import (
 )
 
 __all__ = [
+    "AsyncClient",
+    "AsyncJob",
+    "AuthenticationError",
+    "Client",
+    "EndpointUnavailable",
     "ErrorInfo",
+    "InvalidInput",
+    "Job",
+    "JobCancelled",
+    "JobFailed",
     "JobInfo",
+    "JobNotFound",
+    "JobState",
+    "JobTimedOut",
+    "LocalInferenceUnavailable",
+    "PayloadTooLarge",
+    "S3Settings",
+    "ScribepodError",
     "Segment",
     "Speaker",
+    "SubmissionUncertain",
     "Transcript",
     "TranscriptionOptions",
     "TranscriptionRequest",

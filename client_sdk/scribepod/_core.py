@@ -1,0 +1,218 @@
+"""What the sync and async clients share: URLs, payload limits, job-state parsing, error mapping, the retry
+policy (the one place retries are decided) and the polling schedule. No I/O happens here."""
+
+from __future__ import annotations
+
+import json
+import random
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from tenacity import RetryCallState, retry_if_exception, stop_after_attempt, stop_after_delay
+
+from scribepod.errors import (
+    AuthenticationError,
+    EndpointUnavailable,
+    InvalidInput,
+    JobCancelled,
+    JobFailed,
+    JobNotFound,
+    JobTimedOut,
+    PayloadTooLarge,
+    ScribepodError,
+    SubmissionUncertain,
+)
+from scribepod.models import JobInfo, Transcript
+
+DEFAULT_BASE_URL = "https://api.runpod.ai/v2/{endpoint_id}"
+# RunPod's request size limits: /run takes 10 MB, /runsync 20 MB. A little headroom for headers and options.
+RUN_PAYLOAD_LIMIT = 10_000_000 - 64_000
+RUNSYNC_PAYLOAD_LIMIT = 20_000_000 - 64_000
+FINAL_STATUSES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
+# 429 means "rejected, not queued"; 503 is what gateways answer before a request reaches the API. Other 5xx may
+# have been answered after the job was created.
+_REJECTED_BEFORE_PROCESSING = frozenset({429, 503})
+_TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class JobState:
+    """One reading of a job's status (RunPod's /run, /runsync, /status and /stream answers)."""
+
+    id: str
+    status: str
+    output: Any = None
+    error: Any = None
+    delay_time: float | None = None
+    execution_time: float | None = None
+    worker_id: str | None = None
+    stream: tuple[Any, ...] = ()
+
+    @property
+    def final(self) -> bool:
+        return self.status in FINAL_STATUSES
+
+    @property
+    def progress(self) -> dict[str, Any] | None:
+        """The worker's `{"stage", "percent"}` while the job runs, if it reported any."""
+        if self.status == "IN_PROGRESS" and isinstance(self.output, dict) and "stage" in self.output:
+            return self.output
+        return None
+
+
+def parse_job(body: Mapping[str, Any]) -> JobState:
+    if "id" not in body or "status" not in body:
+        raise EndpointUnavailable(f"the endpoint answered without a job id or status: {str(body)[:200]}")
+
+    def seconds(key: str) -> float | None:
+        value = body.get(key)
+        return value / 1000.0 if isinstance(value, int | float) else None
+
+    stream = body.get("stream")
+    return JobState(
+        id=str(body["id"]),
+        status=str(body["status"]),
+        output=body.get("output"),
+        error=body.get("error"),
+        delay_time=seconds("delayTime"),
+        execution_time=seconds("executionTime"),
+        worker_id=body.get("workerId"),
+        stream=tuple(stream) if isinstance(stream, list) else (),
+    )
+
+
+def job_failure(state: JobState) -> ScribepodError:
+    """The typed error for a job that ended without a transcript."""
+    if state.status == "CANCELLED":
+        return JobCancelled(f"job {state.id} was cancelled")
+    if state.status == "TIMED_OUT":
+        return JobTimedOut(f"job {state.id} passed the endpoint's execution timeout")
+    error = state.error
+    if isinstance(error, str):
+        try:
+            error = json.loads(error)
+        except ValueError:
+            return JobFailed("internal", error, job_id=state.id)
+    if isinstance(error, Mapping):
+        if "code" in error and "message" in error:
+            return JobFailed(str(error["code"]), str(error["message"]), error.get("field"), job_id=state.id)
+        if "error_message" in error:  # runpod-python's report of an exception that escaped a handler
+            return JobFailed("internal", str(error["error_message"]), job_id=state.id)
+    return JobFailed("internal", f"job failed without an error message ({str(error)[:200]})", job_id=state.id)
+
+
+def transcript_of(state: JobState, provider: str = "runpod") -> Transcript:
+    """The transcript of a COMPLETED job, with where and how long it ran."""
+    if state.status != "COMPLETED":
+        raise job_failure(state)
+    transcript = Transcript.model_validate(state.output)
+    transcript.job = JobInfo(
+        id=state.id,
+        delay_time=state.delay_time,
+        execution_time=state.execution_time,
+        worker_id=state.worker_id,
+        provider="local" if provider == "local" else "runpod",
+    )
+    return transcript
+
+
+class TransientStatus(Exception):
+    """An HTTP answer worth retrying (429, 5xx); carries Retry-After when the server sent one."""
+
+    def __init__(self, status_code: int, retry_after: float | None, detail: str) -> None:
+        super().__init__(f"HTTP {status_code}: {detail[:200]}")
+        self.status_code = status_code
+        self.retry_after = retry_after
+
+
+def check_response(response: httpx.Response, job_id: str | None = None) -> Any:
+    """The JSON body of a successful answer; otherwise the typed error (or TransientStatus, for retries)."""
+    status = response.status_code
+    if status < 400:
+        try:
+            return response.json()
+        except ValueError:
+            raise EndpointUnavailable(f"the endpoint answered HTTP {status} with a body that is not JSON") from None
+    detail = response.text[:500]
+    if status in _TRANSIENT_STATUSES:
+        raise TransientStatus(status, _retry_after(response.headers.get("retry-after")), detail)
+    if status in (401, 403):
+        raise AuthenticationError(f"the endpoint refused the API key (HTTP {status})")
+    if status == 413:
+        raise PayloadTooLarge(f"the endpoint refused the request as too large (HTTP 413): {detail}")
+    if status == 404 and job_id is not None:
+        raise JobNotFound(f"the endpoint does not know job {job_id} (expired or never existed)")
+    if status == 404:
+        raise EndpointUnavailable(f"no such endpoint at {response.request.url} (HTTP 404)")
+    raise InvalidInput(f"the endpoint rejected the request (HTTP {status}): {detail}")
+
+
+def _retry_after(value: str | None) -> float | None:
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        return None  # an HTTP date; the backoff applies instead
+
+
+def retry_arguments(*, idempotent: bool, attempts: int, max_seconds: float) -> dict[str, Any]:
+    """tenacity arguments for one HTTP call: the single place that decides what is retried, and how.
+
+    Safe to repeat (idempotent): GET /status, /stream, /health and POST /cancel: every transport error, 429 and
+    5xx is retried. Not safe: POST /run and /runsync, because a repeat can create a duplicate job: only failures
+    that prove the request was not processed are retried (no connection made, 429, 503).
+    """
+
+    def transient(error: BaseException) -> bool:
+        if isinstance(error, TransientStatus):
+            return idempotent or error.status_code in _REJECTED_BEFORE_PROCESSING
+        if isinstance(error, httpx.TransportError):
+            return idempotent or isinstance(error, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+        return False
+
+    def wait(state: RetryCallState) -> float:
+        error = state.outcome.exception() if state.outcome else None
+        if isinstance(error, TransientStatus) and error.retry_after is not None:
+            return min(error.retry_after, 60.0)
+        backoff: float = min(8.0, 0.25 * 2.0 ** (state.attempt_number - 1))
+        return backoff * random.uniform(0.5, 1.0)
+
+    return {
+        "retry": retry_if_exception(transient),
+        "wait": wait,
+        "stop": stop_after_attempt(attempts) | stop_after_delay(max_seconds),
+        "reraise": True,
+    }
+
+
+def final_error(error: BaseException, *, idempotent: bool, what: str) -> ScribepodError:
+    """What to raise once retries are over (or were not allowed) for a transport error or transient status."""
+    if not idempotent and not (
+        isinstance(error, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
+        or (isinstance(error, TransientStatus) and error.status_code in _REJECTED_BEFORE_PROCESSING)
+    ):
+        return SubmissionUncertain(
+            f"{what} failed after it may have reached the endpoint ({error}); not repeated, to avoid a duplicate job"
+        )
+    return EndpointUnavailable(f"{what} failed: {error}")
+
+
+def poll_delays(first: float = 0.25, factor: float = 1.6, cap: float = 5.0) -> Iterator[float]:
+    """Waits between status polls: fast at first (a 2 s job costs no 5 s wait), then backing off to `cap`,
+    with jitter so that many clients polling many jobs do not synchronise."""
+    delay = first
+    while True:
+        yield delay * random.uniform(0.8, 1.2)
+        delay = min(cap, delay * factor)
+
+
+def redact(text: str, secret: str | None) -> str:
+    """Remove the API key from anything that might be shown or logged."""
+    return text.replace(secret, "***") if secret else text
+
+
+ProgressCallback = Callable[[dict[str, Any]], None]
+"""Receives the worker's `{"stage": ..., "percent": ...}` while a job runs."""

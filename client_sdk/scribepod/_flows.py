@@ -1,0 +1,121 @@
+"""The job protocols written once, without I/O: each flow is a generator that yields `Call` or `Sleep` steps
+and receives their results; `Client` drives it with blocking I/O and `AsyncClient` with asyncio. So the sync
+and async clients cannot drift apart in how they submit, poll, time out and cancel.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any
+
+from scribepod._core import JobState, ProgressCallback, parse_job, poll_delays, transcript_of
+from scribepod.errors import JobTimedOut, ScribepodError
+from scribepod.models import Transcript
+
+log = logging.getLogger("scribepod")
+
+
+@dataclass(frozen=True)
+class Call:
+    """One HTTP request; `idempotent` says whether the retry policy may repeat it (see _core.retry_arguments)."""
+
+    method: str
+    path: str
+    idempotent: bool
+    what: str
+    json: dict[str, Any] | None = None
+    params: dict[str, Any] | None = None
+    job_id: str | None = None
+    timeout: float | None = None
+
+
+@dataclass(frozen=True)
+class Sleep:
+    seconds: float
+
+
+Step = Call | Sleep
+Flow = Generator[Step, Any, Any]
+
+_SYNC_WAIT_S = 60.0  # how long one /runsync call holds the connection before falling back to polling
+_CANCEL_ATTEMPT_TIMEOUT_S = 10.0
+
+
+def submit(body: dict[str, Any]) -> Flow:
+    """POST /run: queue a job and return its first state."""
+    answer = yield Call("POST", "/run", idempotent=False, what="POST /run", json=body)
+    state: JobState = parse_job(answer)
+    return state
+
+
+def status(job_id: str) -> Flow:
+    answer = yield Call("GET", f"/status/{job_id}", idempotent=True, what=f"GET /status/{job_id}", job_id=job_id)
+    state: JobState = parse_job(answer)
+    return state
+
+
+def cancel(job_id: str) -> Flow:
+    answer = yield Call(
+        "POST",
+        f"/cancel/{job_id}",
+        idempotent=True,
+        what=f"POST /cancel/{job_id}",
+        job_id=job_id,
+        timeout=_CANCEL_ATTEMPT_TIMEOUT_S,
+    )
+    state: JobState = parse_job(answer)
+    return state
+
+
+def run_and_wait(
+    body: dict[str, Any], timeout: float | None, on_progress: ProgressCallback | None, provider: str = "runpod"
+) -> Flow:
+    """Submit and wait. Without a progress callback the job goes through /runsync, which answers the moment the
+    job completes (one request, no polling delay); if the sync wait ends first, polling takes over."""
+    deadline = None if timeout is None else time.monotonic() + timeout
+    if on_progress is None:
+        wait_s = _SYNC_WAIT_S if deadline is None else max(1.0, min(_SYNC_WAIT_S, deadline - time.monotonic()))
+        answer = yield Call(
+            "POST",
+            "/runsync",
+            idempotent=False,
+            what="POST /runsync",
+            json=body,
+            params={"wait": int(wait_s * 1000)},
+            timeout=wait_s + 30.0,
+        )
+        state = parse_job(answer)
+    else:
+        state = yield from submit(body)
+    transcript: Transcript = yield from wait(state, deadline, on_progress, provider)
+    return transcript
+
+
+def wait(
+    state: JobState, deadline: float | None, on_progress: ProgressCallback | None, provider: str = "runpod"
+) -> Flow:
+    """Poll until the job ends, backing off from 0.25 s to 5 s; past the deadline, cancel it and raise."""
+    delays = poll_delays()
+    last_progress: dict[str, Any] | None = None
+    while not state.final:
+        if on_progress is not None and state.progress is not None and state.progress != last_progress:
+            last_progress = state.progress
+            on_progress(state.progress)
+        delay = next(delays)
+        if deadline is not None and time.monotonic() + delay > deadline:
+            yield from _cancel_after_timeout(state.id)
+            raise JobTimedOut(f"job {state.id} did not finish in time; it was cancelled")
+        yield Sleep(delay)
+        state = yield from status(state.id)
+    transcript: Transcript = transcript_of(state, provider)
+    return transcript
+
+
+def _cancel_after_timeout(job_id: str) -> Flow:
+    try:
+        yield from cancel(job_id)
+    except ScribepodError as error:  # the timeout is what the caller must hear about
+        log.warning("could not cancel timed-out job %s: %s", job_id, error)

@@ -1,0 +1,196 @@
+"""`scribepod`: transcribe files from the shell, check an endpoint's health, read a job's status.
+
+Exit codes (scripts can rely on them): 0 every input transcribed; 1 at least one job failed or an input was
+rejected; 2 bad command line; 3 the API key was refused; 4 the endpoint was unreachable or kept failing;
+5 a job timed out or was cancelled. With several failures, the highest code wins.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+from pathlib import Path
+from typing import Any
+
+from scribepod.client import Client
+from scribepod.errors import (
+    AuthenticationError,
+    EndpointUnavailable,
+    JobCancelled,
+    JobTimedOut,
+    ScribepodError,
+)
+from scribepod.models import Transcript
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_AUTH, EXIT_UNAVAILABLE, EXIT_TIMEOUT = 0, 1, 2, 3, 4, 5
+FORMATS = ("srt", "vtt", "txt", "json", "rttm")
+
+
+def exit_code(error: ScribepodError) -> int:
+    if isinstance(error, AuthenticationError):
+        return EXIT_AUTH
+    if isinstance(error, EndpointUnavailable):
+        return EXIT_UNAVAILABLE
+    if isinstance(error, JobTimedOut | JobCancelled):
+        return EXIT_TIMEOUT
+    return EXIT_FAILED
+
+
+def render(transcript: Transcript, fmt: str, name: str) -> str:
+    if fmt == "json":
+        return transcript.model_dump_json(indent=2) + "\n"
+    if fmt == "rttm":
+        return transcript.to_rttm("".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in name) or "audio")
+    return transcript.render(fmt)  # type: ignore[arg-type]
+
+
+class Progress:
+    """One stderr line per change: each file's stage and percent, and how many files are done overall."""
+
+    def __init__(self, total: int, quiet: bool) -> None:
+        self.total, self.done, self.quiet = total, 0, quiet
+        self._lock = threading.Lock()
+
+    def say(self, name: str, text: str) -> None:
+        if not self.quiet:
+            with self._lock:
+                print(f"[{self.done}/{self.total}] {name}: {text}", file=sys.stderr, flush=True)
+
+    def finished(self, name: str, text: str) -> None:
+        with self._lock:
+            self.done += 1
+        self.say(name, text)
+
+
+def _options(args: argparse.Namespace) -> dict[str, Any]:
+    given = {
+        "model": args.model,
+        "language": args.language,
+        "num_speakers": args.num_speakers,
+        "min_speakers": args.min_speakers,
+        "max_speakers": args.max_speakers,
+    }
+    options = {key: value for key, value in given.items() if value is not None}
+    if args.no_diarize:
+        options["diarize"] = False
+    return options
+
+
+def transcribe(client: Client, args: argparse.Namespace) -> int:
+    progress = Progress(len(args.inputs), args.quiet)
+    options = _options(args)
+    if args.out:
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+    outcomes: dict[int, Transcript | ScribepodError] = {}
+
+    def one(index: int, source: str) -> None:
+        name = Path(source.split("?", 1)[0]).name or f"input{index}"
+
+        def report(update: dict[str, Any]) -> None:
+            progress.say(name, f"{update.get('stage', '?')} {update.get('percent', 0):.0f}%")
+
+        progress.say(name, "submitted")
+        try:
+            transcript = client.transcribe(source, timeout=args.timeout, on_progress=report, **options)
+        except ScribepodError as error:
+            outcomes[index] = error
+            progress.finished(name, f"FAILED: {error}")
+            return
+        outcomes[index] = transcript
+        where = f" ({transcript.job.provider})" if transcript.job else ""
+        progress.finished(name, f"done{where}: {len(transcript.speakers)} speakers, {transcript.duration:.0f} s")
+
+    threads = []
+    gate = threading.Semaphore(args.concurrency)
+
+    def gated(index: int, source: str) -> None:
+        with gate:
+            one(index, source)
+
+    for index, source in enumerate(args.inputs):
+        thread = threading.Thread(target=gated, args=(index, source), daemon=True)
+        thread.start()
+        threads.append(thread)
+    for thread in threads:
+        thread.join()
+
+    code = EXIT_OK
+    for index, source in enumerate(args.inputs):
+        outcome = outcomes[index]
+        if isinstance(outcome, ScribepodError):
+            code = max(code, exit_code(outcome))
+            continue
+        name = Path(source.split("?", 1)[0]).stem or f"input{index}"
+        document = render(outcome, args.format, name)
+        if args.out:
+            (Path(args.out) / f"{name}.{args.format}").write_text(document)
+        else:
+            if len(args.inputs) > 1:
+                print(f"==> {source} <==")
+            sys.stdout.write(document)
+    return code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="scribepod", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--endpoint", help="RunPod endpoint id (default: $SCRIBEPOD_ENDPOINT_ID)")
+    parser.add_argument("--base-url", help="endpoint URL, e.g. http://127.0.0.1:8000 (default: $SCRIBEPOD_BASE_URL)")
+    parser.add_argument(
+        "--fallback",
+        choices=["never", "on_error", "local_only"],
+        default="never",
+        help="run locally when the endpoint fails (on_error) or always (local_only); needs scribepod[local]",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("transcribe", help="transcribe files or URLs")
+    run.add_argument("inputs", nargs="+", metavar="FILE_OR_URL")
+    run.add_argument("--format", choices=FORMATS, default="txt")
+    run.add_argument("--out", help="write <name>.<format> per input here instead of printing")
+    run.add_argument("--concurrency", type=int, default=4, help="inputs in flight at once (default 4)")
+    run.add_argument("--timeout", type=float, default=None, help="seconds to wait per input before cancelling it")
+    run.add_argument("--model")
+    run.add_argument("--language")
+    run.add_argument("--num-speakers", type=int)
+    run.add_argument("--min-speakers", type=int)
+    run.add_argument("--max-speakers", type=int)
+    run.add_argument("--no-diarize", action="store_true")
+    run.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+
+    commands.add_parser("health", help="print the endpoint's health document")
+    status = commands.add_parser("status", help="print a job's status")
+    status.add_argument("job_id")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "transcribe" and args.concurrency < 1:
+        print("scribepod: --concurrency must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        client = Client(args.endpoint, base_url=args.base_url, fallback=args.fallback)
+    except (ValueError, ScribepodError) as error:
+        print(f"scribepod: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    with client:
+        try:
+            if args.command == "transcribe":
+                return transcribe(client, args)
+            if args.command == "health":
+                print(json.dumps(client.health(), indent=2))
+                return EXIT_OK
+            state = client.job(args.job_id).refresh()
+            print(json.dumps({key: value for key, value in vars(state).items() if value not in (None, ())}, indent=2))
+            return EXIT_OK
+        except ScribepodError as error:
+            print(f"scribepod: {error}", file=sys.stderr)
+            return exit_code(error)
+
+
+def entry_point() -> None:
+    sys.exit(main())

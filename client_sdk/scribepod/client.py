@@ -1,0 +1,435 @@
+"""`Client` and `AsyncClient`: submit audio to a scribepod endpoint, follow jobs, fall back to local inference.
+
+Both share `_ClientBase` (configuration, request bodies, fallback policy) and the I/O-free job protocols in
+`_flows`; each only adds its way of doing I/O. Retries live in `_core.retry_arguments`, nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections.abc import AsyncIterator, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Literal
+
+import httpx
+from pydantic import ValidationError
+from tenacity import AsyncRetrying, Retrying
+
+from scribepod import _flows
+from scribepod._core import (
+    DEFAULT_BASE_URL,
+    RUN_PAYLOAD_LIMIT,
+    RUNSYNC_PAYLOAD_LIMIT,
+    JobState,
+    ProgressCallback,
+    TransientStatus,
+    check_response,
+    final_error,
+    parse_job,
+    poll_delays,
+    redact,
+    retry_arguments,
+)
+from scribepod._local import LocalEngine
+from scribepod._sources import PreparedAudio, S3Settings, Source, delete_upload, describe, prepare
+from scribepod.errors import EndpointUnavailable, InvalidInput, ScribepodError
+from scribepod.models import Transcript, TranscriptionOptions
+
+log = logging.getLogger("scribepod")
+
+Fallback = Literal["never", "on_error", "local_only"]
+_VERSION = "0.1.0"
+
+
+class _ClientBase:
+    """Configuration and request building shared by the sync and async clients."""
+
+    def __init__(
+        self,
+        endpoint_id: str | None = None,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        *,
+        fallback: Fallback = "never",
+        timeout: float | None = 3600.0,
+        request_timeout: float = 30.0,
+        max_retries: int = 6,
+        s3: S3Settings | None = None,
+        s3_bucket: str | None = None,
+        s3_endpoint_url: str | None = None,
+    ) -> None:
+        if fallback not in ("never", "on_error", "local_only"):
+            raise ValueError(f"fallback must be 'never', 'on_error' or 'local_only', not {fallback!r}")
+        self.endpoint_id = endpoint_id or os.environ.get("SCRIBEPOD_ENDPOINT_ID") or None
+        self._api_key = api_key or os.environ.get("RUNPOD_API_KEY") or None
+        base = base_url or os.environ.get("SCRIBEPOD_BASE_URL") or None
+        if base is None and self.endpoint_id is not None:
+            base = DEFAULT_BASE_URL.format(endpoint_id=self.endpoint_id)
+        if base is None and fallback != "local_only":
+            raise ValueError(
+                "no endpoint: pass endpoint_id or base_url (or set SCRIBEPOD_ENDPOINT_ID / SCRIBEPOD_BASE_URL), "
+                "or use fallback='local_only'"
+            )
+        self.base_url = base.rstrip("/") if base else None
+        self.fallback: Fallback = fallback
+        self.timeout = timeout
+        self.request_timeout = request_timeout
+        self.max_retries = max_retries
+        if s3 is None and s3_bucket:
+            s3 = S3Settings(bucket=s3_bucket, endpoint_url=s3_endpoint_url)
+        self.s3 = s3 or S3Settings.from_env()
+        self._local = LocalEngine() if fallback != "never" else None
+
+    def __repr__(self) -> str:  # never shows the API key
+        return f"{type(self).__name__}(base_url={self.base_url!r}, fallback={self.fallback!r})"
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"User-Agent": f"scribepod-python/{_VERSION}", "Accept": "application/json"}
+        if self._api_key:
+            headers["Authorization"] = f"Bearer {self._api_key}"
+        return headers
+
+    def _retrying_kwargs(self, call: _flows.Call) -> dict[str, Any]:
+        return retry_arguments(
+            idempotent=call.idempotent, attempts=self.max_retries, max_seconds=max(60.0, self.request_timeout * 4)
+        )
+
+    def _request_args(self, call: _flows.Call) -> dict[str, Any]:
+        timeout = call.timeout if call.timeout is not None else self.request_timeout
+        return {"params": call.params, "json": call.json, "timeout": timeout}
+
+    def _failed(self, error: BaseException, call: _flows.Call) -> ScribepodError:
+        return final_error(error, idempotent=call.idempotent, what=redact(call.what, self._api_key))
+
+    @staticmethod
+    def _options(options: dict[str, Any]) -> dict[str, Any]:
+        """Validate the options here, so a typo fails at once and names the field, before any upload."""
+        try:
+            validated = TranscriptionOptions.model_validate(options)
+        except ValidationError as error:
+            first = error.errors()[0]
+            field = ".".join(str(part) for part in first["loc"]) or "options"
+            raise InvalidInput(f"{field}: {first['msg']}") from None
+        return validated.model_dump(exclude_defaults=True)
+
+    def _prepare(self, source: Source, options: dict[str, Any], limit: int) -> PreparedAudio:
+        return prepare(source, options_size=len(json.dumps(options)), limit=limit, s3=self.s3)
+
+    @staticmethod
+    def _body(prepared: PreparedAudio, options: dict[str, Any], execution_timeout: float | None) -> dict[str, Any]:
+        body: dict[str, Any] = {"input": {**prepared.fields, **options}}
+        if execution_timeout is not None:
+            body["policy"] = {"executionTimeout": int(execution_timeout * 1000)}
+        return body
+
+    def _cleanup(self, prepared: PreparedAudio) -> None:
+        if prepared.upload is not None and self.s3 is not None and self.s3.delete_after:
+            delete_upload(prepared.upload, self.s3)
+
+    def _should_fall_back(self, error: ScribepodError) -> bool:
+        """Endpoint trouble (unreachable, overloaded, failing) falls back; a job the worker rejected does not,
+        since local inference would reject it too."""
+        return self.fallback == "on_error" and isinstance(error, EndpointUnavailable)
+
+    def _fall_back(self, source: Source, options: dict[str, Any], error: ScribepodError) -> Transcript:
+        assert self._local is not None
+        log.warning("endpoint failed for %s (%s); transcribing locally", describe(source), error)
+        return self._local.transcribe(source, options, None)
+
+
+class Client(_ClientBase):
+    """Blocking client. Thread-safe; use one per process and `close()` it (or use it as a context manager)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._http = httpx.Client(base_url=self.base_url or "", headers=self._headers())
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def _call(self, call: _flows.Call) -> Any:
+        try:
+            for attempt in Retrying(**self._retrying_kwargs(call)):
+                with attempt:
+                    response = self._http.request(call.method, call.path, **self._request_args(call))
+                    return check_response(response, call.job_id)
+        except (httpx.TransportError, TransientStatus) as error:
+            raise self._failed(error, call) from None
+        raise AssertionError("unreachable: tenacity reraises")
+
+    def _drive(self, flow: _flows.Flow) -> Any:
+        """Run an I/O-free flow with blocking I/O, feeding results (or errors) back into it."""
+        result: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                step = flow.throw(error) if error is not None else flow.send(result)
+            except StopIteration as done:
+                return done.value
+            result, error = None, None
+            try:
+                if isinstance(step, _flows.Sleep):
+                    time.sleep(step.seconds)
+                else:
+                    result = self._call(step)
+            except ScribepodError as raised:
+                error = raised
+
+    def transcribe(
+        self,
+        source: Source,
+        *,
+        timeout: float | None = None,
+        on_progress: ProgressCallback | None = None,
+        **options: Any,
+    ) -> Transcript:
+        """Transcribe one input and wait for the result (options: the contract's request fields)."""
+        clean = self._options(options)
+        if self.fallback == "local_only":
+            assert self._local is not None
+            return self._local.transcribe(source, clean, None)
+        try:
+            prepared = self._prepare(source, clean, RUNSYNC_PAYLOAD_LIMIT if on_progress is None else RUN_PAYLOAD_LIMIT)
+            try:
+                wait = self.timeout if timeout is None else timeout
+                return self._drive(_flows.run_and_wait(self._body(prepared, clean, None), wait, on_progress))  # type: ignore[no-any-return]
+            finally:
+                self._cleanup(prepared)
+        except ScribepodError as error:
+            if self._should_fall_back(error):
+                return self._fall_back(source, clean, error)
+            raise
+
+    def submit(self, source: Source, *, execution_timeout: float | None = None, **options: Any) -> Job:
+        """Queue a job (POST /run) and return its handle at once."""
+        clean = self._options(options)
+        prepared = self._prepare(source, clean, RUN_PAYLOAD_LIMIT)
+        state: JobState = self._drive(_flows.submit(self._body(prepared, clean, execution_timeout)))
+        return Job(self, state, prepared)
+
+    def job(self, job_id: str) -> Job:
+        """A handle for a job submitted earlier (by id)."""
+        return Job(self, JobState(id=job_id, status="UNKNOWN"), None)
+
+    def transcribe_many(
+        self, sources: Sequence[Source], *, concurrency: int = 8, **options: Any
+    ) -> list[Transcript | ScribepodError]:
+        """Fan out over the endpoint's workers; one entry per source, in order: its transcript or its error."""
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+
+        def one(source: Source) -> Transcript | ScribepodError:
+            try:
+                return self.transcribe(source, **options)
+            except ScribepodError as error:
+                return error
+
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="scribepod") as pool:
+            return list(pool.map(one, sources))
+
+    def health(self) -> dict[str, Any]:
+        """The endpoint's health document (job and worker counts)."""
+        answer: dict[str, Any] = self._call(_flows.Call("GET", "/health", idempotent=True, what="GET /health"))
+        return answer
+
+
+class Job:
+    """A submitted job. `wait()` polls with backoff; `cancel()` stops it; `stream()` yields its updates."""
+
+    def __init__(self, client: Client, state: JobState, prepared: PreparedAudio | None) -> None:
+        self._client = client
+        self._state = state
+        self._prepared = prepared
+        self.id = state.id
+
+    def __repr__(self) -> str:
+        return f"Job(id={self.id!r}, status={self._state.status!r})"
+
+    def refresh(self) -> JobState:
+        self._state = self._client._drive(_flows.status(self.id))
+        return self._state
+
+    def status(self) -> str:
+        """The job's current status (IN_QUEUE, IN_PROGRESS, COMPLETED, FAILED, CANCELLED, TIMED_OUT)."""
+        return self.refresh().status
+
+    def wait(self, timeout: float | None = None, on_progress: ProgressCallback | None = None) -> Transcript:
+        """The transcript once the job completes; past `timeout` seconds the job is cancelled (JobTimedOut)."""
+        wait = self._client.timeout if timeout is None else timeout
+        deadline = None if wait is None else time.monotonic() + wait
+        try:
+            return self._client._drive(_flows.wait(self._state, deadline, on_progress))  # type: ignore[no-any-return]
+        finally:
+            if self._prepared is not None:
+                self._client._cleanup(self._prepared)
+
+    def cancel(self) -> str:
+        self._state = self._client._drive(_flows.cancel(self.id))
+        return self._state.status
+
+    def stream(self) -> Iterator[Any]:
+        """Each streamed output (for this worker: progress updates) until the job ends."""
+        delays = poll_delays()
+        while True:
+            call = _flows.Call("GET", f"/stream/{self.id}", idempotent=True, what="GET /stream", job_id=self.id)
+            state = parse_job(self._client._call(call))
+            for item in state.stream:
+                yield item.get("output", item) if isinstance(item, dict) else item
+            if state.final:
+                self._state = state
+                return
+            time.sleep(next(delays))
+
+
+class AsyncClient(_ClientBase):
+    """asyncio client with the same methods as `Client` (awaitable)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._http = httpx.AsyncClient(base_url=self.base_url or "", headers=self._headers())
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    async def _call(self, call: _flows.Call) -> Any:
+        try:
+            async for attempt in AsyncRetrying(**self._retrying_kwargs(call)):
+                with attempt:
+                    response = await self._http.request(call.method, call.path, **self._request_args(call))
+                    return check_response(response, call.job_id)
+        except (httpx.TransportError, TransientStatus) as error:
+            raise self._failed(error, call) from None
+        raise AssertionError("unreachable: tenacity reraises")
+
+    async def _drive(self, flow: _flows.Flow) -> Any:
+        result: Any = None
+        error: BaseException | None = None
+        while True:
+            try:
+                step = flow.throw(error) if error is not None else flow.send(result)
+            except StopIteration as done:
+                return done.value
+            result, error = None, None
+            try:
+                if isinstance(step, _flows.Sleep):
+                    await asyncio.sleep(step.seconds)
+                else:
+                    result = await self._call(step)
+            except ScribepodError as raised:
+                error = raised
+
+    async def transcribe(
+        self,
+        source: Source,
+        *,
+        timeout: float | None = None,
+        on_progress: ProgressCallback | None = None,
+        **options: Any,
+    ) -> Transcript:
+        clean = self._options(options)
+        if self.fallback == "local_only":
+            assert self._local is not None
+            return await asyncio.to_thread(self._local.transcribe, source, clean, None)
+        try:
+            limit = RUNSYNC_PAYLOAD_LIMIT if on_progress is None else RUN_PAYLOAD_LIMIT
+            prepared = await asyncio.to_thread(self._prepare, source, clean, limit)
+            try:
+                wait = self.timeout if timeout is None else timeout
+                flow = _flows.run_and_wait(self._body(prepared, clean, None), wait, on_progress)
+                return await self._drive(flow)  # type: ignore[no-any-return]
+            finally:
+                await asyncio.to_thread(self._cleanup, prepared)
+        except ScribepodError as error:
+            if self._should_fall_back(error):
+                return await asyncio.to_thread(self._fall_back, source, clean, error)
+            raise
+
+    async def submit(self, source: Source, *, execution_timeout: float | None = None, **options: Any) -> AsyncJob:
+        clean = self._options(options)
+        prepared = await asyncio.to_thread(self._prepare, source, clean, RUN_PAYLOAD_LIMIT)
+        state: JobState = await self._drive(_flows.submit(self._body(prepared, clean, execution_timeout)))
+        return AsyncJob(self, state, prepared)
+
+    def job(self, job_id: str) -> AsyncJob:
+        return AsyncJob(self, JobState(id=job_id, status="UNKNOWN"), None)
+
+    async def transcribe_many(
+        self, sources: Sequence[Source], *, concurrency: int = 8, **options: Any
+    ) -> list[Transcript | ScribepodError]:
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(source: Source) -> Transcript | ScribepodError:
+            async with gate:
+                try:
+                    return await self.transcribe(source, **options)
+                except ScribepodError as error:
+                    return error
+
+        return list(await asyncio.gather(*(one(source) for source in sources)))
+
+    async def health(self) -> dict[str, Any]:
+        answer: dict[str, Any] = await self._call(_flows.Call("GET", "/health", idempotent=True, what="GET /health"))
+        return answer
+
+
+class AsyncJob:
+    """The asyncio twin of `Job`."""
+
+    def __init__(self, client: AsyncClient, state: JobState, prepared: PreparedAudio | None) -> None:
+        self._client = client
+        self._state = state
+        self._prepared = prepared
+        self.id = state.id
+
+    def __repr__(self) -> str:
+        return f"AsyncJob(id={self.id!r}, status={self._state.status!r})"
+
+    async def refresh(self) -> JobState:
+        self._state = await self._client._drive(_flows.status(self.id))
+        return self._state
+
+    async def status(self) -> str:
+        return (await self.refresh()).status
+
+    async def wait(self, timeout: float | None = None, on_progress: ProgressCallback | None = None) -> Transcript:
+        wait = self._client.timeout if timeout is None else timeout
+        deadline = None if wait is None else time.monotonic() + wait
+        try:
+            return await self._client._drive(_flows.wait(self._state, deadline, on_progress))  # type: ignore[no-any-return]
+        finally:
+            if self._prepared is not None:
+                await asyncio.to_thread(self._client._cleanup, self._prepared)
+
+    async def cancel(self) -> str:
+        self._state = await self._client._drive(_flows.cancel(self.id))
+        return self._state.status
+
+    async def stream(self) -> AsyncIterator[Any]:
+        delays = poll_delays()
+        while True:
+            call = _flows.Call("GET", f"/stream/{self.id}", idempotent=True, what="GET /stream", job_id=self.id)
+            state = parse_job(await self._client._call(call))
+            for item in state.stream:
+                yield item.get("output", item) if isinstance(item, dict) else item
+            if state.final:
+                self._state = state
+                return
+            await asyncio.sleep(next(delays))
