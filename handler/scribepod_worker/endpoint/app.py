@@ -1,0 +1,151 @@
+"""The FastAPI routes: RunPod's queue-based endpoint operations, at `/` and under `/v2/{endpoint_id}/`.
+
+Shapes follow docs.runpod.io serverless/endpoints/send-requests and operation-reference, and what runpod-python's
+`runpod.endpoint` client reads from them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+from starlette.exceptions import HTTPException
+
+from scribepod_worker.endpoint.jobs import JobStore, NotRetryableError, UnknownJobError
+from scribepod_worker.endpoint.models import ErrorBody, Health, JobState, PurgeResult, RunRequest, StreamState
+
+MB = 1024 * 1024
+RUN_BODY_LIMIT = 10 * MB  # RunPod's /run payload limit
+RUNSYNC_BODY_LIMIT = 20 * MB  # RunPod's /runsync payload limit
+RUNSYNC_WAIT_MS = (1000, 90_000, 300_000)  # RunPod's ?wait= bounds and default (min, default, max)
+
+
+def create_app(
+    store: JobStore,
+    *,
+    api_key: str | None = None,
+    endpoint_id: str | None = None,
+    on_ready: Callable[[], None] | None = None,
+) -> FastAPI:
+    """Build the app around a `JobStore`, which it starts and closes with the server's lifespan; then `on_ready`."""
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        store.start()
+        if on_ready is not None:
+            on_ready()
+        try:
+            yield
+        finally:
+            store.close()
+
+    async def authorize(request: Request) -> None:
+        """RunPod takes `Authorization: Bearer <key>` or the bare key in `Authorization`."""
+        if api_key is None:
+            return
+        given = request.headers.get("authorization", "")
+        given = given[7:] if given[:7].lower() == "bearer " else given
+        if not hmac.compare_digest(given.strip().encode(), api_key.encode()):
+            raise HTTPException(401, "Unauthorized: missing or wrong API key")
+
+    async def known_endpoint(request: Request) -> None:
+        if endpoint_id is not None and request.path_params.get("endpoint_id") != endpoint_id:
+            raise HTTPException(404, f"no endpoint {request.path_params.get('endpoint_id')!r} here")
+
+    app = FastAPI(
+        title="scribepod local endpoint",
+        description="RunPod's serverless REST API, served locally over the real scribepod handler.",
+        lifespan=lifespan,
+        responses={401: {"model": ErrorBody}, 404: {"model": ErrorBody}},
+    )
+    router = APIRouter()
+
+    @router.post("/run", response_model_exclude_none=True)
+    async def run(request: Request) -> JobState:
+        return store.submit(await _run_request(request, RUN_BODY_LIMIT), sync=False)
+
+    @router.post("/runsync", response_model_exclude_none=True)
+    async def runsync(request: Request, wait: Annotated[int | None, Query()] = None) -> JobState:
+        """Answers when the job ends or after `?wait=` ms (clamped like RunPod's); then the caller polls /status."""
+        low, default, high = RUNSYNC_WAIT_MS
+        wait_ms = min(max(wait if wait is not None else default, low), high)
+        job = store.submit(await _run_request(request, RUNSYNC_BODY_LIMIT), sync=True)
+        return await asyncio.to_thread(store.wait, job.id, wait_ms / 1000)
+
+    @router.api_route("/status/{job_id}", methods=["GET", "POST"], response_model_exclude_none=True)
+    async def status(job_id: str) -> JobState:
+        return store.status(job_id)
+
+    @router.api_route("/stream/{job_id}", methods=["GET", "POST"], response_model_exclude_none=True)
+    async def stream(job_id: str) -> StreamState:
+        return store.stream(job_id)
+
+    @router.post("/cancel/{job_id}", response_model_exclude_none=True)
+    async def cancel(job_id: str) -> JobState:
+        return store.cancel(job_id)
+
+    @router.post("/retry/{job_id}", response_model_exclude_none=True)
+    async def retry(job_id: str) -> JobState:
+        return store.retry(job_id)
+
+    @router.post("/purge-queue")
+    async def purge_queue() -> PurgeResult:
+        return store.purge()
+
+    @router.get("/health")
+    async def health() -> Health:
+        return store.health()
+
+    app.include_router(router, dependencies=[Depends(authorize)])
+    app.include_router(router, prefix="/v2/{endpoint_id}", dependencies=[Depends(authorize), Depends(known_endpoint)])
+    _install_error_handlers(app)
+    return app
+
+
+async def _run_request(request: Request, limit: int) -> RunRequest:
+    """Read at most `limit` bytes (413 beyond, as RunPod answers) and parse them (400 for bad JSON or no `input`)."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise HTTPException(413, f"payload of {int(declared)} bytes is over the {limit // MB} MB limit")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            raise HTTPException(413, f"payload is over the {limit // MB} MB limit")
+    try:
+        return RunRequest.model_validate_json(bytes(body))
+    except ValidationError as error:
+        first = error.errors()[0]
+        where = ".".join(str(part) for part in first["loc"])
+        raise HTTPException(400, f"{where}: {first['msg']}" if where else first["msg"]) from None
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    """Every error is `{"error": "..."}` JSON."""
+
+    def reply(status: int, message: str) -> JSONResponse:
+        return JSONResponse(ErrorBody(error=message).model_dump(), status_code=status)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, error: HTTPException) -> JSONResponse:
+        return reply(error.status_code, str(error.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def bad_request(_: Request, error: RequestValidationError) -> JSONResponse:
+        first = error.errors()[0]
+        return reply(400, f"{'.'.join(str(part) for part in first['loc'])}: {first['msg']}")
+
+    @app.exception_handler(UnknownJobError)
+    async def unknown_job(_: Request, error: UnknownJobError) -> JSONResponse:
+        return reply(404, "request does not exist")
+
+    @app.exception_handler(NotRetryableError)
+    async def not_retryable(_: Request, error: NotRetryableError) -> JSONResponse:
+        return reply(400, str(error))
