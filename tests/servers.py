@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -120,3 +121,90 @@ def capture_server() -> Iterator[tuple[str, list[tuple[str, bytes]]]]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+class FaultProxy:
+    """A loopback HTTP proxy in front of an endpoint that injects planned faults into matching requests.
+
+    `plan(path_prefix, *faults)` queues faults for the next requests whose path starts with the prefix, one fault
+    per request, in order. Faults: `("status", code, headers)` answers without forwarding; `("drop",)` closes the
+    connection without forwarding; `("drop_after",)` forwards, then closes without answering (the job exists, the
+    client cannot know); `("stall", seconds)` waits, then forwards. Every request is recorded in `requests`.
+    """
+
+    def __init__(self, upstream: str) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.requests: list[tuple[str, str]] = []
+        self._plans: list[tuple[str, list[tuple[Any, ...]]]] = []
+        self._lock = threading.Lock()
+        self._server: ThreadingHTTPServer | None = None
+
+    def plan(self, path_prefix: str, *faults: tuple[Any, ...]) -> None:
+        with self._lock:
+            self._plans.append((path_prefix, list(faults)))
+
+    def _next_fault(self, path: str) -> tuple[Any, ...] | None:
+        with self._lock:
+            for prefix, faults in self._plans:
+                if path.startswith(prefix) and faults:
+                    return faults.pop(0)
+        return None
+
+    def count(self, method: str, path_prefix: str) -> int:
+        return sum(1 for m, p in self.requests if m == method and p.startswith(path_prefix))
+
+    @contextmanager
+    def running(self) -> Iterator[str]:
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def _handle(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                proxy.requests.append((self.command, self.path))
+                fault = proxy._next_fault(self.path)
+                if fault and fault[0] == "status":
+                    payload = b'{"error": "injected fault"}'
+                    self.send_response(fault[1])
+                    for name, value in (fault[2] if len(fault) > 2 else {}).items():
+                        self.send_header(name, value)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(payload)))
+                    self.end_headers()
+                    self.wfile.write(payload)
+                    return
+                if fault and fault[0] == "drop":
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                if fault and fault[0] == "stall":
+                    time.sleep(fault[1])
+                headers = {k: v for k, v in self.headers.items() if k.lower() in ("authorization", "content-type")}
+                upstream = httpx.request(
+                    self.command, proxy.upstream + self.path, content=body, headers=headers, timeout=120
+                )
+                if fault and fault[0] == "drop_after":
+                    self.close_connection = True
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                    return
+                self.send_response(upstream.status_code)
+                self.send_header("Content-Type", upstream.headers.get("content-type", "application/json"))
+                self.send_header("Content-Length", str(len(upstream.content)))
+                self.end_headers()
+                self.wfile.write(upstream.content)
+
+            do_GET = do_POST = _handle  # noqa: N815 (the names http.server dispatches to)
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        server.daemon_threads = True
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}"
+        finally:
+            server.shutdown()
+            server.server_close()

@@ -86,9 +86,9 @@ def parse_job(body: Mapping[str, Any]) -> JobState:
 def job_failure(state: JobState) -> ScribepodError:
     """The typed error for a job that ended without a transcript."""
     if state.status == "CANCELLED":
-        return JobCancelled(f"job {state.id} was cancelled")
+        return JobCancelled(f"job {state.id} was cancelled", state.id)
     if state.status == "TIMED_OUT":
-        return JobTimedOut(f"job {state.id} passed the endpoint's execution timeout")
+        return JobTimedOut(f"job {state.id} passed the endpoint's execution timeout", state.id)
     error = state.error
     if isinstance(error, str):
         try:

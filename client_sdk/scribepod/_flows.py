@@ -107,7 +107,7 @@ def wait(
         delay = next(delays)
         if deadline is not None and time.monotonic() + delay > deadline:
             yield from _cancel_after_timeout(state.id)
-            raise JobTimedOut(f"job {state.id} did not finish in time; it was cancelled")
+            raise JobTimedOut(f"job {state.id} did not finish in time; it was cancelled", state.id)
         yield Sleep(delay)
         state = yield from status(state.id)
     transcript: Transcript = transcript_of(state, provider)

@@ -21,9 +21,17 @@ class JobFailed(ScribepodError):
 class JobCancelled(ScribepodError):
     """The job was cancelled before it finished."""
 
+    def __init__(self, message: str, job_id: str | None = None) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+
 
 class JobTimedOut(ScribepodError):
     """The job did not finish in time: the caller's timeout (the SDK then cancels it) or the endpoint's policy."""
+
+    def __init__(self, message: str, job_id: str | None = None) -> None:
+        super().__init__(message)
+        self.job_id = job_id
 
 
 class AuthenticationError(ScribepodError):
