@@ -97,14 +97,20 @@ def run_and_wait(
 def wait(
     state: JobState, deadline: float | None, on_progress: ProgressCallback | None, provider: str = "runpod"
 ) -> Flow:
-    """Poll until the job ends, backing off from 0.25 s to 5 s; past the deadline, cancel it and raise."""
+    """Poll until the job ends, backing off from 0.25 s to 5 s; past the deadline, cancel it and raise.
+
+    When the worker reports progress, the next poll comes no later than its estimated finish, so a result is not
+    left waiting for a long backoff step."""
     delays = poll_delays()
+    eta = _FinishEstimate()
     last_progress: dict[str, Any] | None = None
     while not state.final:
-        if on_progress is not None and state.progress is not None and state.progress != last_progress:
-            last_progress = state.progress
-            on_progress(state.progress)
-        delay = next(delays)
+        if state.progress is not None:
+            eta.observe(float(state.progress.get("percent", 0.0)))
+            if on_progress is not None and state.progress != last_progress:
+                last_progress = state.progress
+                on_progress(state.progress)
+        delay = eta.cap(next(delays))
         if deadline is not None and time.monotonic() + delay > deadline:
             yield from _cancel_after_timeout(state.id)
             raise JobTimedOut(f"job {state.id} did not finish in time; it was cancelled", state.id)
@@ -112,6 +118,31 @@ def wait(
         state = yield from status(state.id)
     transcript: Transcript = transcript_of(state, provider)
     return transcript
+
+
+class _FinishEstimate:
+    """When a job will reach 100%, from the rate at which its reported percent has been rising."""
+
+    _MIN_DELAY_S = 0.2
+
+    def __init__(self) -> None:
+        self._first: tuple[float, float] | None = None
+        self._finish_at: float | None = None
+
+    def observe(self, percent: float) -> None:
+        now = time.monotonic()
+        if self._first is None or percent < self._first[1]:
+            self._first = (now, percent)
+            return
+        started_at, started_percent = self._first
+        if percent > started_percent and now > started_at:
+            rate = (percent - started_percent) / (now - started_at)
+            self._finish_at = now + (100.0 - percent) / rate
+
+    def cap(self, delay: float) -> float:
+        if self._finish_at is None:
+            return delay
+        return max(self._MIN_DELAY_S, min(delay, self._finish_at - time.monotonic()))
 
 
 def _cancel_after_timeout(job_id: str) -> Flow:
