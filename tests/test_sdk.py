@@ -22,6 +22,7 @@ from scribepod import (
     JobCancelled,
     JobFailed,
     JobTimedOut,
+    LocalInferenceUnavailable,
     PayloadTooLarge,
     S3Settings,
     SubmissionUncertain,
@@ -275,3 +276,14 @@ def test_persistent_outage_gives_up_in_bounded_time(sample_dir: Path) -> None:
     with proxy.running() as url, Client(base_url=url, max_retries=3) as client, pytest.raises(EndpointUnavailable):
         client.job("some-job").status()
     assert proxy.count("GET", "/status") == 3
+
+
+def test_fallback_without_the_engine_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "scribepod_worker" else real_find_spec(name, *a)
+    )
+    with pytest.raises(LocalInferenceUnavailable, match=r'pip install "scribepod\[local\]"'):
+        Client(base_url="http://127.0.0.1:9", fallback="on_error")
