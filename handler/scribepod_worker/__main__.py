@@ -5,12 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 from scribepod.models import Transcript
-from scribepod_worker import handler
-from scribepod_worker.engine import Engine
-from scribepod_worker.errors import WorkerError
+from scribepod_worker import handler, startup
+
+log = logging.getLogger("scribepod_worker")
 
 
 def _print_transcript(job: dict[str, Any]) -> dict[str, Any]:
@@ -27,6 +27,12 @@ def _print_transcript(job: dict[str, Any]) -> dict[str, Any]:
     return output
 
 
+def _fail_start(error: startup.StartupError) -> NoReturn:
+    """Exit before taking a job, so RunPod marks the worker unhealthy instead of failing customers' jobs with it."""
+    log.critical("start-up check failed: %s", error)
+    sys.exit(1)
+
+
 def main() -> None:
     log_level = os.environ.get("SCRIBEPOD_LOG_LEVEL", "INFO")
     logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
@@ -36,12 +42,17 @@ def main() -> None:
         os.environ.setdefault("RUNPOD_LOG_LEVEL", "WARN")
     import runpod
 
-    engine = Engine()
     try:
-        engine.warm_up()
-    except WorkerError as error:
-        # Jobs that name another model can still run; a missing default is the operator's to fix (see README).
-        logging.getLogger("scribepod_worker").warning("warm-up incomplete: %s", error.message)
+        engine = startup.build_engine()
+    except startup.StartupError as error:
+        _fail_start(error)
+    try:
+        log.info(startup.describe(startup.prepare(engine)))
+    except startup.StartupError as error:
+        if startup.strict_startup(engine.settings):
+            _fail_start(error)
+        # A local run: jobs that name another model can still run; the default is the operator's to fix.
+        log.warning("warm-up incomplete: %s", error)
     handler.set_engine(engine)
     runpod.serverless.start({"handler": _print_transcript if local_test else handler.handle})
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -48,7 +50,17 @@ def handle(job: dict[str, Any], progress: ProgressCallback | None = None) -> dic
     except Exception as error:  # the worker must survive anything a job throws at it
         log.exception("job %s failed unexpectedly", job.get("id"))
         return {"error": WorkerError("internal", f"unexpected {type(error).__name__}: {error}").to_json()}
+    finally:
+        release_memory()
     return transcript.model_dump(mode="json", exclude={"job"})
+
+
+def release_memory() -> None:
+    """Give back what a job left (its audio, torch's cached GPU blocks) so a long job does not crowd the next ones."""
+    gc.collect()
+    torch = sys.modules.get("torch")  # only where a diarizer already imported it: never import torch just for this
+    if torch is not None and torch.cuda.is_available():
+        torch.cuda.empty_cache()
 
 
 def run_job(job: dict[str, Any], progress: ProgressCallback | None) -> Transcript:
