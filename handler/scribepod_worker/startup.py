@@ -206,15 +206,15 @@ def baked_models(settings: WorkerSettings) -> str:
 def _model_fix(settings: WorkerSettings) -> str:
     return (
         f"{baked_models(settings)}; set SCRIBEPOD_MODEL to one of those, or rebuild the image with "
-        f"--build-arg SCRIBEPOD_MODELS={settings.model} (docs/deploy.md)"
+        f"--build-arg SCRIBEPOD_MODELS={settings.model} (README, Deploy on RunPod)"
     )
 
 
 def _diarizer_fix(engine: Engine) -> str:
     if engine.diarizer_name == "pyannote":
         return (
-            "build the image with the Hugging Face token (--secret id=hf_token, docs/deploy.md) so the pyannote "
-            "pipeline is baked in, or set SCRIBEPOD_DIARIZER=lite"
+            "build the image with the Hugging Face token (--secret id=hf_token, see the README's Deploy section) so "
+            "the pyannote pipeline is baked in, or set SCRIBEPOD_DIARIZER=lite"
         )
     return "reinstall the worker (the lite diarizer's weights come inside the resemblyzer and faster-whisper wheels)"
 
@@ -294,7 +294,9 @@ def build_engine() -> Engine:
     try:
         return Engine()
     except ValueError as error:
-        raise StartupError(str(error), "correct that environment variable (docs/deploy.md lists them)") from None
+        raise StartupError(
+            str(error), "correct that environment variable (the README's Deploy section lists them)"
+        ) from None
     except RuntimeError as error:
         raise StartupError(
             f"ctranslate2 cannot query the GPU: {error}",
