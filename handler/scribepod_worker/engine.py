@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any
 
 import numpy as np
@@ -28,8 +29,12 @@ log = logging.getLogger("scribepod_worker")
 ProgressCallback = Callable[[str, float], None]
 """Called with a stage name (decode, transcribe, diarize, render) and the job's overall progress in percent."""
 
-# Share of the job's progress bar each stage takes (ASR dominates wall time).
+# Share of the job's progress bar each stage takes (ASR dominates wall time): decode up to 5%, ASR to 85%, then
+# whatever diarization has left (it runs beside ASR) to 95%, rendering the rest.
 _ASR_SPAN = (5.0, 85.0)
+_RENDER_AT = 95.0
+# How often a job waiting on diarization reports it (the RunPod adapter throttles to one update per 2 s anyway).
+_DIARIZE_REPORT_S = 1.0
 
 
 class Engine:
@@ -40,6 +45,8 @@ class Engine:
         self.device = asr.resolve_device(self.settings)
         self.compute_type = asr.default_compute_type(self.device, self.settings)
         self.diarizer_name = default_diarizer_name(self.settings)
+        # Batch size when a job gives none: the operator's, else the device's (start-up sizes it to the GPU).
+        self.batch_size = self.settings.batch_size or asr.DEFAULT_BATCH_SIZE.get(self.device, 8)
         self._models = asr.ModelCache(self.settings.cpu_threads)
         self._diarizer: Diarizer | None = None
         self._diarizer_lock = threading.Lock()
@@ -68,10 +75,13 @@ class Engine:
         options = request.options()
         model = self._load_model(options)  # a missing model fails before gigabytes are fetched
         _report(progress, "decode", 0.0)
+        low, _ = _ASR_SPAN
         with materialize(
             audio=request.audio, audio_base64=request.audio_base64, settings=self.settings, s3_config=s3_config
         ) as path:
-            audio = decode_audio(path, self.settings.max_audio_seconds)
+            audio = decode_audio(
+                path, self.settings.max_audio_seconds, lambda fraction: _report(progress, "decode", low * fraction)
+            )
         return self._transcribe(audio, options, model, progress, decode_seconds=time.perf_counter() - started)
 
     def transcribe_audio(
@@ -101,25 +111,32 @@ class Engine:
         hint = SpeakerCountHint(options.num_speakers, options.min_speakers, options.max_speakers)
         timings: dict[str, float] = {"decode": round(decode_seconds, 3)}
 
-        # Diarization runs beside ASR: both spend their time in native code that releases the GIL.
+        # Diarization runs beside ASR: both spend their time in native code that releases the GIL. Its progress is
+        # only recorded there; this thread reports it once ASR is done, so every report comes from the job's thread.
+        diarized = _DiarizeProgress()
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="diarize") as pool:
-            pending = pool.submit(_diarize, diarizer, audio, hint, timings) if diarizer is not None else None
+            pending = pool.submit(_diarize, diarizer, audio, hint, timings, diarized) if diarizer is not None else None
             asr_started = time.perf_counter()
             low, high = _ASR_SPAN
             result = asr.transcribe(
                 model,
                 audio,
                 options,
-                self.device,
+                self.batch_size,
                 progress=(lambda fraction: _report(progress, "transcribe", low + (high - low) * fraction)),
             )
             timings["asr"] = round(time.perf_counter() - asr_started, 3)
             turns: list[SpeakerTurn] | None = None
             if pending is not None:
-                _report(progress, "diarize", high)
-                turns = pending.result()
+                while True:
+                    _report(progress, "diarize", high + (_RENDER_AT - high) * diarized.fraction)
+                    try:
+                        turns = pending.result(timeout=_DIARIZE_REPORT_S)
+                        break
+                    except FutureTimeout:
+                        continue
 
-        _report(progress, "render", 95.0)
+        _report(progress, "render", _RENDER_AT)
         if not result.segments and turns is not None:
             turns = []  # no speech: the contract promises empty turns, not diarized noise
         attributed = attribute_speakers(result.segments, turns)
@@ -142,11 +159,24 @@ class Engine:
         return transcript
 
 
+class _DiarizeProgress:
+    """The diarizer's latest fraction done, written by its thread and read by the job's."""
+
+    fraction = 0.0
+
+    def update(self, fraction: float) -> None:
+        self.fraction = fraction
+
+
 def _diarize(
-    diarizer: Diarizer, audio: np.ndarray, hint: SpeakerCountHint, timings: dict[str, float]
+    diarizer: Diarizer,
+    audio: np.ndarray,
+    hint: SpeakerCountHint,
+    timings: dict[str, float],
+    diarized: _DiarizeProgress,
 ) -> list[SpeakerTurn]:
     started = time.perf_counter()
-    turns = diarizer.diarize(audio, hint)
+    turns = diarizer.diarize(audio, hint, progress=diarized.update)
     timings["diarize"] = round(time.perf_counter() - started, 3)
     return turns
 

@@ -7,6 +7,7 @@ name resolves to a baked directory or a packaged model, or the job fails with `m
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -41,7 +42,9 @@ KNOWN_MODELS = (
     "distil-large-v3",
     "distil-large-v3.5",
 )
-_DEFAULT_BATCH_SIZE = {"cuda": 16, "cpu": 8}
+DEFAULT_BATCH_SIZE = {"cuda": 16, "cpu": 8}  # a start-up check sizes the CUDA one to the GPU
+# Length of the blocks long audio is transcribed in (see `transcribe`): 15 minutes keep a block's batches full.
+BLOCK_SECONDS = 900.0
 
 
 @dataclass(frozen=True)
@@ -179,10 +182,16 @@ def transcribe(
     model: Any,
     audio: np.ndarray,
     options: TranscriptionOptions,
-    device: str,
+    default_batch_size: int,
     progress: ProgressCallback | None = None,
 ) -> AsrResult:
-    """Run faster-whisper over 16 kHz mono audio; batched unless `batch_size` is 1."""
+    """Run faster-whisper over 16 kHz mono audio; batched unless `batch_size` is 1.
+
+    Long audio goes through in blocks cut at quiet moments: faster-whisper holds the VAD's scratch copies, every
+    speech chunk and every chunk's features for its whole input at once (measured +0.8 GB per 30 minutes), so one
+    call over two hours would need gigabytes. Per block the cost is bounded; the language detected in the first
+    block with speech is kept for the rest, so a file is not transcribed in two languages by accident.
+    """
     from faster_whisper import BatchedInferencePipeline
 
     duration = audio.size / SAMPLE_RATE
@@ -197,32 +206,68 @@ def transcribe(
     }
     if options.temperature is not None:
         kwargs["temperature"] = options.temperature
-    batch_size = options.batch_size or _DEFAULT_BATCH_SIZE.get(device, 8)
-    if batch_size == 1 or not options.vad_filter:
-        # The batched pipeline cuts audio at VAD speech boundaries; without VAD it would clip at fixed 30 s windows
-        # mid-word (measured: WER 12% -> 35% on the sample), so that case decodes sequentially.
-        segments, info = model.transcribe(audio, **kwargs)
-    else:
-        segments, info = BatchedInferencePipeline(model).transcribe(
-            audio, batch_size=batch_size, without_timestamps=False, **kwargs
-        )
+    batch_size = options.batch_size or default_batch_size
+    pipeline = BatchedInferencePipeline(model)
     collected: list[AsrSegment] = []
-    for segment in segments:
-        words = tuple(
-            AsrWord(start=w.start, end=w.end, word=w.word, probability=w.probability) for w in (segment.words or ())
-        )
-        collected.append(
-            AsrSegment(
-                start=segment.start,
-                end=segment.end,
-                text=segment.text,
-                avg_logprob=segment.avg_logprob,
-                no_speech_prob=segment.no_speech_prob,
-                words=words,
-            )
-        )
-        if progress is not None and duration > 0:
-            progress(min(1.0, segment.end / duration))
+    info: Any = None
+    for first, last in block_bounds(audio):
+        block = audio[first:last]  # a view, not a copy
+        if batch_size == 1 or not options.vad_filter:
+            # The batched pipeline cuts audio at VAD speech boundaries; without VAD it would clip at fixed 30 s
+            # windows mid-word (measured: WER 12% -> 35% on the sample), so that case decodes sequentially.
+            segments, block_info = model.transcribe(block, **kwargs)
+        else:
+            segments, block_info = pipeline.transcribe(block, batch_size=batch_size, without_timestamps=False, **kwargs)
+        before = len(collected)
+        for segment in segments:
+            collected.append(_segment(segment, first / SAMPLE_RATE))
+            if progress is not None and duration > 0:
+                progress(min(1.0, collected[-1].end / duration))
+        if info is None or (kwargs["language"] is None and len(collected) > before):
+            info = block_info
+            if len(collected) > before:
+                kwargs["language"] = block_info.language
     return AsrResult(
         language=info.language, language_probability=info.language_probability, duration=duration, segments=collected
     )
+
+
+def _segment(segment: Any, offset: float) -> AsrSegment:
+    """faster-whisper's segment on the whole file's time axis (`offset`: where its block starts)."""
+    words = tuple(
+        AsrWord(start=w.start + offset, end=w.end + offset, word=w.word, probability=w.probability)
+        for w in (segment.words or ())
+    )
+    return AsrSegment(
+        start=segment.start + offset,
+        end=segment.end + offset,
+        text=segment.text,
+        avg_logprob=segment.avg_logprob,
+        no_speech_prob=segment.no_speech_prob,
+        words=words,
+    )
+
+
+def block_bounds(
+    audio: np.ndarray, block_seconds: float = BLOCK_SECONDS, search_seconds: float = 30.0
+) -> list[tuple[int, int]]:
+    """[first, last) sample ranges of about `block_seconds` each, every cut at the quietest 0.1 s within
+    `search_seconds` of its nominal place (a pause, in speech); one block when the audio is under 1.5 blocks."""
+    size = audio.size
+    count = max(1, round(size / (block_seconds * SAMPLE_RATE)))
+    if size < 1.5 * block_seconds * SAMPLE_RATE:
+        count = 1
+    frame = SAMPLE_RATE // 10
+    search = round(search_seconds * SAMPLE_RATE)
+    cuts = [0]
+    for k in range(1, count):
+        nominal = k * size // count
+        lo, hi = max(cuts[-1] + frame, nominal - search), min(size - frame, nominal + search)
+        if hi - lo < frame:
+            cuts.append(nominal)
+            continue
+        frames = audio[lo : lo + (hi - lo) // frame * frame].reshape(-1, frame)
+        energy = np.einsum("ij,ij->i", frames, frames)  # no float copy of the search window
+        cuts.append(lo + int(np.argmin(energy)) * frame + frame // 2)
+    cuts.append(size)
+    return list(itertools.pairwise(cuts))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -36,6 +37,10 @@ class Diarizer(Protocol):
 
     name: str
 
-    def diarize(self, audio: np.ndarray, hint: SpeakerCountHint) -> list[SpeakerTurn]:
-        """Return turns in time order for 16 kHz mono float32 `audio`; overlapping turns are allowed."""
+    def diarize(
+        self, audio: np.ndarray, hint: SpeakerCountHint, progress: Callable[[float], None] | None = None
+    ) -> list[SpeakerTurn]:
+        """Return turns in time order for 16 kHz mono float32 `audio`; overlapping turns are allowed.
+
+        `progress`, when given, receives the fraction done (0..1) now and then, from the diarizer's own thread."""
         ...

@@ -7,6 +7,7 @@ GE2E encoder is run on frame windows cut from them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import librosa
@@ -26,6 +27,9 @@ _TARGET_DBFS = float(rz.audio_norm_target_dBFS)
 _MEL_CHUNK_FRAMES = 6000  # bounds the STFT scratch memory to ~10 MB whatever the region length
 _ENCODER_BATCH = 256
 
+ProgressCallback = Callable[[float], None]
+_VAD_BLOCK_SAMPLES = 600 * SAMPLE_RATE  # 10 minutes
+
 
 @dataclass(frozen=True)
 class Windows:
@@ -36,13 +40,27 @@ class Windows:
     embedding: np.ndarray  # float32 (n, 256)
 
 
-def speech_regions(audio: np.ndarray, vad: VadOptions) -> list[tuple[int, int]]:
-    """Silero VAD speech regions as [start, stop) mel-frame indices."""
-    regions = []
-    for stamp in get_speech_timestamps(audio, vad, sampling_rate=SAMPLE_RATE):
-        start, stop = stamp["start"] // FRAME_HOP, -(-stamp["end"] // FRAME_HOP)
-        if stop > start:
-            regions.append((start, stop))
+def speech_regions(
+    audio: np.ndarray, vad: VadOptions, progress: ProgressCallback | None = None
+) -> list[tuple[int, int]]:
+    """Silero VAD speech regions as [start, stop) mel-frame indices.
+
+    The VAD runs on blocks of `_VAD_BLOCK_SAMPLES`: faster-whisper pads a copy of its whole input and builds a
+    second, framed copy, ~1 GB of scratch for two hours. Speech running across a block edge is joined again.
+    """
+    regions: list[tuple[int, int]] = []
+    for first in range(0, audio.size, _VAD_BLOCK_SAMPLES):
+        block = audio[first : first + _VAD_BLOCK_SAMPLES]
+        for stamp in get_speech_timestamps(block, vad, sampling_rate=SAMPLE_RATE):
+            start, stop = (first + stamp["start"]) // FRAME_HOP, -(-(first + stamp["end"]) // FRAME_HOP)
+            if stop <= start:
+                continue
+            if first and stamp["start"] == 0 and regions and regions[-1][1] >= first // FRAME_HOP:
+                regions[-1] = (regions[-1][0], max(stop, regions[-1][1]))
+            else:
+                regions.append((start, stop))
+        if progress is not None:
+            progress(min(1.0, (first + block.size) / audio.size))
     return regions
 
 
@@ -68,16 +86,24 @@ class WindowEmbedder:
         self._mel_basis = librosa.filters.mel(sr=SAMPLE_RATE, n_fft=_N_FFT, n_mels=rz.mel_n_channels)
         self._fft_window = np.hanning(_N_FFT + 1)[:-1].astype(np.float32)  # periodic Hann, as librosa
 
-    def embed(self, audio: np.ndarray, regions: list[tuple[int, int]], window: int, hop: int) -> Windows:
+    def embed(
+        self,
+        audio: np.ndarray,
+        regions: list[tuple[int, int]],
+        window: int,
+        hop: int,
+        progress: ProgressCallback | None = None,
+    ) -> Windows:
         """Embed sliding windows over each speech region; windows of equal length share a batch.
 
         Regions are processed one at a time and batches flushed as they fill, so memory stays bounded
-        on long recordings.
+        on long recordings. `progress` gets the fraction of speech embedded after each flushed batch.
         """
         gain = _loudness_gain(audio, regions)
         spans: list[tuple[int, int]] = []
         chunks: list[tuple[list[int], np.ndarray]] = []
         pending: dict[int, tuple[list[int], list[np.ndarray]]] = {}
+        total, done = sum(stop - start for start, stop in regions), 0
         for start, stop in regions:
             mel = self._mel(audio, start, stop) * gain
             for offset in _window_starts(stop - start, window, hop):
@@ -89,6 +115,9 @@ class WindowEmbedder:
                 if len(batch) == _ENCODER_BATCH:
                     chunks.append((indices, self._encode(batch)))
                     del pending[len(frames)]
+                    if progress is not None:
+                        progress(min(1.0, (done + offset) / total))
+            done += stop - start
         chunks.extend((indices, self._encode(batch)) for indices, batch in pending.values())
         embeddings = np.zeros((len(spans), rz.model_embedding_size), dtype=np.float32)
         for indices, out in chunks:
@@ -116,11 +145,19 @@ class WindowEmbedder:
 
 
 def _loudness_gain(audio: np.ndarray, regions: list[tuple[int, int]]) -> float:
-    """Power gain that brings the speech to resemblyzer's training loudness (-30 dBFS)."""
-    mask = np.zeros(audio.size, dtype=bool)
+    """Power gain that brings the speech to resemblyzer's training loudness (-30 dBFS).
+
+    Summed region by region in float64 pieces of at most `_MEL_CHUNK_FRAMES` frames: a mask and a float64 copy of
+    all the speech would cost ~1.4 GB for two hours.
+    """
+    energy, count = 0.0, 0
+    step = _MEL_CHUNK_FRAMES * FRAME_HOP
     for start, stop in regions:
-        mask[start * FRAME_HOP : stop * FRAME_HOP] = True
-    rms = float(np.sqrt(np.mean(np.square(audio[mask], dtype=np.float64)))) if mask.any() else 0.0
+        for first in range(start * FRAME_HOP, min(stop * FRAME_HOP, audio.size), step):
+            piece = audio[first : min(first + step, stop * FRAME_HOP)].astype(np.float64)
+            energy += float(np.dot(piece, piece))
+            count += piece.size
+    rms = float(np.sqrt(energy / count)) if count else 0.0
     if rms <= 1e-9:
         return 1.0
     return float(10 ** ((_TARGET_DBFS - 20 * np.log10(rms)) / 10))

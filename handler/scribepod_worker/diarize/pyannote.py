@@ -7,6 +7,7 @@ subfolders) and the 3.1 layout (config.yaml pointing at local checkpoints).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,18 @@ def hint_arguments(hint: SpeakerCountHint) -> dict[str, int]:
     """pyannote's keyword arguments for the count hints that were given (and only those)."""
     given = {"num_speakers": hint.num_speakers, "min_speakers": hint.min_speakers, "max_speakers": hint.max_speakers}
     return {name: value for name, value in given.items() if value is not None}
+
+
+def progress_hook(progress: Callable[[float], None]) -> Callable[..., None]:
+    """pyannote's pipeline `hook`, called per step with `completed`/`total` batches, as a fraction done."""
+
+    def hook(
+        step_name: str, step_artifact: Any, file: Any = None, total: int | None = None, completed: int | None = None
+    ) -> None:
+        if total and completed is not None:
+            progress(min(1.0, completed / total))
+
+    return hook
 
 
 def turns_from_output(output: Any) -> list[SpeakerTurn]:
@@ -73,9 +86,12 @@ class PyannoteDiarizer:
         self._pipeline = pipeline
         self._torch = torch
 
-    def diarize(self, audio: np.ndarray, hint: SpeakerCountHint) -> list[SpeakerTurn]:
+    def diarize(
+        self, audio: np.ndarray, hint: SpeakerCountHint, progress: Callable[[float], None] | None = None
+    ) -> list[SpeakerTurn]:
         if audio.size == 0:
             return []
         waveform = self._torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)).unsqueeze(0)
-        output = self._pipeline({"waveform": waveform, "sample_rate": SAMPLE_RATE}, **hint_arguments(hint))
+        extra: dict[str, Any] = {} if progress is None else {"hook": progress_hook(progress)}
+        output = self._pipeline({"waveform": waveform, "sample_rate": SAMPLE_RATE}, **hint_arguments(hint), **extra)
         return turns_from_output(output)
