@@ -14,7 +14,7 @@ from pyannote.core import Annotation, Segment
 from scribepod_worker.config import WorkerSettings
 from scribepod_worker.diarize import default_diarizer_name, load_diarizer
 from scribepod_worker.diarize.base import SpeakerCountHint, SpeakerTurn
-from scribepod_worker.diarize.pyannote import PyannoteDiarizer, hint_arguments, turns_from_output
+from scribepod_worker.diarize.pyannote import PyannoteDiarizer, hint_arguments, progress_hook, turns_from_output
 from scribepod_worker.errors import WorkerError
 
 
@@ -69,7 +69,17 @@ def test_diarize_sends_a_waveform_and_the_hints() -> None:
     (call,) = calls
     assert call["file"]["sample_rate"] == 16_000 and tuple(call["file"]["waveform"].shape) == (1, 16_000)
     assert (call["min_speakers"], call["max_speakers"]) == (2, 4) and "num_speakers" not in call
+    assert "hook" not in call  # no progress asked for, no hook
     assert diarizer.diarize(np.zeros(0, dtype=np.float32), SpeakerCountHint()) == [] and len(calls) == 1
+
+
+def test_progress_comes_from_pyannotes_step_hook() -> None:
+    seen: list[float] = []
+    hook = progress_hook(seen.append)
+    hook("segmentation", None, file=None, total=4, completed=1)
+    hook("embeddings", None, total=10, completed=10)
+    hook("discrete_diarization", object())  # steps without counts report nothing
+    assert seen == [0.25, 1.0]
 
 
 def test_missing_pipeline_directory_is_model_unavailable(tmp_path: Path) -> None:

@@ -45,6 +45,7 @@ class WorkerSettings:
     max_base64_bytes: int = 200 * 1024**2
     fetch_timeout_s: float = 60.0
     cpu_threads: int = 0
+    batch_size: int | None = None
     s3_endpoint_url: str | None = None
 
     @classmethod
@@ -71,5 +72,6 @@ class WorkerSettings:
             max_base64_bytes=_int("SCRIBEPOD_MAX_BASE64_BYTES", 200 * 1024**2),
             fetch_timeout_s=float(os.environ.get("SCRIBEPOD_FETCH_TIMEOUT") or 60.0),
             cpu_threads=_int("SCRIBEPOD_CPU_THREADS", 0),
+            batch_size=_int("SCRIBEPOD_BATCH_SIZE", 0) or None,
             s3_endpoint_url=os.environ.get("SCRIBEPOD_S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL") or None,
         )

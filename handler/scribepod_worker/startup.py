@@ -231,8 +231,8 @@ def prepare(engine: Engine, load: Loader = _load) -> StartupReport:
     gpu: GpuInfo | None = None
     if engine.device == "cuda":
         gpu = check_gpu(engine.compute_type, load)
-        # transcribe.py's per-device default, sized once for this worker's GPU
-        asr._DEFAULT_BATCH_SIZE["cuda"] = batch_size_for(gpu.total_bytes)
+        if settings.batch_size is None:  # an operator's SCRIBEPOD_BATCH_SIZE wins over the estimate
+            engine.batch_size = batch_size_for(gpu.total_bytes)
     try:
         engine.diarizer()
     except Exception as error:  # pyannote and torch raise more than WorkerError when the stack is wrong
@@ -259,7 +259,7 @@ def prepare(engine: Engine, load: Loader = _load) -> StartupReport:
         compute_type=engine.compute_type,
         model=f"{settings.model} ({resolved.path})",
         diarizer=engine.diarizer_name,
-        batch_size=asr._DEFAULT_BATCH_SIZE.get(engine.device, 8),
+        batch_size=engine.batch_size,
         gpu=gpu,
         seconds=time.perf_counter() - started,
     )
