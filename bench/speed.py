@@ -1,7 +1,7 @@
 """Side-by-side speed on one long recording: faster-whisper's plain sequential `transcribe` (what the official
-RunPod faster-whisper worker runs: beam 5, VAD on, no diarization) against the scribepod handler (batched ASR, word
-timestamps, `lite` diarization), same file, same model, same machine, one run. Prints both times and the ratio, for
-real speech and for a real/synthetic mix.
+RunPod faster-whisper worker runs: beam 5, VAD on, no diarization), faster-whisper's batched pipeline, and the
+scribepod handler (batched ASR, word timestamps, `lite` diarization), same file, same model, same machine, one run;
+plus the `lite` diarizer alone. Prints the times and ratios, for real speech and for a real/synthetic mix.
 
     .venv/bin/python bench/speed.py --minutes 10
 """
@@ -46,10 +46,12 @@ def build_recording(kind: str, minutes: float, path: Path) -> None:
 
 def measure(kind: str, minutes: float, model_name: str) -> dict[str, float | str]:
     """Both pipelines on one recording; the models load before the clocks start."""
-    from faster_whisper import WhisperModel
+    from faster_whisper import BatchedInferencePipeline, WhisperModel
+    from faster_whisper.audio import decode_audio
 
     from scribepod_worker import handler
     from scribepod_worker.config import WorkerSettings
+    from scribepod_worker.diarize.base import SpeakerCountHint
     from scribepod_worker.engine import Engine
     from scribepod_worker.transcribe import resolve_model
 
@@ -64,6 +66,11 @@ def measure(kind: str, minutes: float, model_name: str) -> dict[str, float | str
         for _ in segments:  # the generator decodes lazily
             pass
         sequential = time.perf_counter() - started
+        started = time.perf_counter()
+        segments, _ = BatchedInferencePipeline(model).transcribe(str(recording), batch_size=8, beam_size=5)
+        for _ in segments:
+            pass
+        batched = time.perf_counter() - started
         del model
 
         engine = Engine(settings)
@@ -73,15 +80,39 @@ def measure(kind: str, minutes: float, model_name: str) -> dict[str, float | str
         output = handler.handle({"id": "bench", "input": {"audio": str(recording)}})
         scribepod = time.perf_counter() - started
         assert "error" not in output, output["error"]
+        audio = decode_audio(str(recording))
+        started = time.perf_counter()
+        engine.diarizer().diarize(audio, SpeakerCountHint())
+        diarizer_alone = time.perf_counter() - started
     timings = output["timings"]
     return {
         "recording": kind,
+        "minutes": minutes,
         "sequential": sequential,
+        "batched": batched,
         "scribepod": scribepod,
+        "diarizer_alone": diarizer_alone,
         "asr": timings["asr"],
         "diarize": timings["diarize"],
         "speakers": str(len(output["speakers"])),
     }
+
+
+def table(rows: list[dict[str, float | str]]) -> str:
+    """Markdown table of `measure` rows: the three pipelines side by side, ratios to sequential."""
+    lines = [
+        "| recording | fw sequential s | fw batched s | scribepod s | scribepod / sequential | scribepod / batched"
+        " | lite alone s | lite / scribepod ASR | speakers |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in rows:
+        seq, bat, ours = float(row["sequential"]), float(row["batched"]), float(row["scribepod"])
+        lines.append(
+            f"| {row['recording']} ({float(row['minutes']):g} min) | {seq:.1f} | {bat:.1f} | {ours:.1f}"
+            f" | {ours / seq:.2f} | {ours / bat:.2f} | {float(row['diarizer_alone']):.1f}"
+            f" | {float(row['diarizer_alone']) / float(row['asr']):.2f} | {row['speakers']} |"
+        )
+    return "\n".join(lines)
 
 
 def main() -> None:
@@ -92,18 +123,10 @@ def main() -> None:
     args = parser.parse_args()
     kinds = ["real", "mixed"] if args.recording == "both" else [args.recording]
     print(f"{args.minutes:g} min per recording, model {args.model}, CPU int8, {os.cpu_count()} cores; wall seconds")
-    header = ("recording", "sequential", "scribepod", "ratio", "of which asr", "diarize", "speakers")
-    print(f"{header[0]:<10}" + "".join(f"{name:>{len(name) + 3}}" for name in header[1:]))
-    for kind in kinds:
-        row = measure(kind, args.minutes, args.model)
-        ratio = float(row["scribepod"]) / float(row["sequential"])
-        print(
-            f"{kind:<10}{row['sequential']:>13.1f}{row['scribepod']:>12.1f}{ratio:>8.2f}{row['asr']:>15.1f}"
-            f"{row['diarize']:>10.1f}{row['speakers']:>11}"
-        )
-    print("sequential = faster-whisper transcribe(beam_size=5, vad_filter=True), no word timestamps, no diarization")
-    print("scribepod  = the handler: batched ASR (batch 8), word timestamps, lite diarization beside it")
-    print("target: ratio <= 0.60")
+    print(table([measure(kind, args.minutes, args.model) for kind in kinds]))
+    print("fw sequential = faster-whisper transcribe(beam_size=5, vad_filter=True), as the official RunPod worker")
+    print("fw batched    = faster-whisper BatchedInferencePipeline(batch_size=8), no word timestamps")
+    print("scribepod     = the handler: batched ASR, word timestamps, lite diarization beside it")
 
 
 if __name__ == "__main__":
