@@ -34,7 +34,7 @@ import recordings  # noqa: E402
 import speed  # noqa: E402
 
 from scoring import diarization_error_rate, normalize, word_error_rate  # noqa: E402
-from servers import free_port, wait_for  # noqa: E402
+from servers import local_endpoint  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results"
 SAMPLE_RATE = 16_000
@@ -148,36 +148,12 @@ def load(jobs: int, concurrency: int) -> dict[str, Any]:
     `Client.transcribe_many`: completed, failed, lost (no answer at all) and throughput."""
     from scribepod import Client
 
-    port = free_port()
-    env = {**os.environ, "SCRIBEPOD_MODEL": "tiny.en", "SCRIBEPOD_DIARIZER": "lite", "SCRIBEPOD_DEVICE": "cpu"}
-    server = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "scribepod_worker.cli",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--concurrency",
-            "2",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for(f"http://127.0.0.1:{port}/health", timeout=120)
+    with local_endpoint("--concurrency", "2") as endpoint:
         audio = recordings.sample().path.read_bytes()
         started = time.perf_counter()
-        with Client(base_url=f"http://127.0.0.1:{port}/v2/local", api_key="local", timeout=1800) as client:
+        with Client(base_url=f"{endpoint}/v2/local", api_key="local", timeout=1800) as client:
             results = client.transcribe_many([audio] * jobs, concurrency=concurrency)
         wall = time.perf_counter() - started
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     completed = sum(1 for r in results if not isinstance(r, Exception) and r.segments)
     failed = sum(1 for r in results if isinstance(r, Exception))
     return {
@@ -202,15 +178,25 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
 
     minutes = [r["minutes"] for r in rows]
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
-    left.plot(minutes, [r["wall"] for r in rows], "o-", label="worker (wall)")
-    left.plot(minutes, [r["timings"]["asr"] for r in rows], "s--", label="ASR")
-    left.plot(minutes, [r["timings"]["diarize"] for r in rows], "^--", label="diarize (beside ASR)")
-    left.plot(minutes, [r["timings"]["decode"] for r in rows], "v--", label="decode")
-    left.set(xlabel="recording length (min)", ylabel="seconds", title="wall time")
+    for key, style, label in (
+        ("wall", "o-", "worker (wall)"),
+        ("asr", "s--", "ASR"),
+        ("diarize", "^--", "diarize (beside ASR)"),
+        ("decode", "v--", "decode"),
+    ):
+        seconds = [(r["wall"] if key == "wall" else r["timings"][key]) / r["minutes"] for r in rows]
+        left.plot(minutes, seconds, style, label=label)
+    left.set(xlabel="recording length (min)", ylabel="seconds per audio minute", title="time per audio minute")
+    left.set_ylim(bottom=0)
     left.legend()
     right.plot(minutes, [r["rss_peak"] / 2**30 for r in rows], "o-", label="peak RSS")
     right.plot(minutes, [r["rss_baseline"] / 2**30 for r in rows], "--", label="models loaded")
-    right.set(xlabel="recording length (min)", ylabel="GiB", title="memory")
+    signal_bytes = 16_000 * 4 * 60  # one minute of the decoded float32 signal, which every stage reads
+    right.plot(
+        minutes, [(r["rss_baseline"] + r["minutes"] * signal_bytes) / 2**30 for r in rows], ":", label="models + signal"
+    )
+    right.set(xlabel="recording length (min)", ylabel="GiB", title="peak memory")
+    right.set_ylim(bottom=0)
     right.legend()
     fig.suptitle("scribepod worker, tiny.en int8 + lite, 2-core CPU")
     fig.tight_layout()

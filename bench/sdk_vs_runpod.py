@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import argparse
 import base64
-import os
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -26,7 +24,7 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests"))
 
-from servers import FaultProxy, free_port, wait_for  # noqa: E402
+from servers import FaultProxy, local_endpoint  # noqa: E402
 
 SAMPLE = ROOT / ".cache" / "sample" / "sample.wav"
 
@@ -85,19 +83,9 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=5)
     args = parser.parse_args()
 
-    port = free_port()
-    env = {**os.environ, "SCRIBEPOD_MODEL": "tiny.en", "SCRIBEPOD_DIARIZER": "lite", "SCRIBEPOD_DEVICE": "cpu"}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "scribepod_worker.cli", "serve", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        wait_for(f"http://127.0.0.1:{port}/health", timeout=120)
+    with local_endpoint() as endpoint:
         audio_b64 = base64.b64encode(SAMPLE.read_bytes()).decode()
-        proxy = FaultProxy(f"http://127.0.0.1:{port}")  # no faults planned: it only counts requests
+        proxy = FaultProxy(endpoint)  # no faults planned: it only counts requests
         rows = []
         with proxy.running() as url:
             for name, run in (
@@ -106,9 +94,6 @@ def main() -> None:
                 ("scribepod Client.submit + Job.wait", run_scribepod_submit_wait),
             ):
                 rows.append(measure(name, run, proxy, url, audio_b64=audio_b64, jobs=args.jobs))
-    finally:
-        server.terminate()
-        server.wait(timeout=20)
 
     print(f"{args.jobs} jobs each: pyannote sample (30 s), tiny.en + lite, local endpoint on loopback")
     print(f"{'client':<42}{'requests/job':>14}{'handover median s':>19}{'max s':>8}")

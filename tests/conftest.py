@@ -6,7 +6,6 @@ import base64
 import dataclasses
 import os
 import subprocess
-import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ from scribepod_worker import handler
 from scribepod_worker.config import WorkerSettings
 from scribepod_worker.engine import Engine
 
-from servers import free_port, wait_for
+from servers import local_endpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_DIR = Path(os.environ.get("SCRIBEPOD_SAMPLE_DIR", ROOT / ".cache" / "sample"))
@@ -114,46 +113,19 @@ def media(tmp_path_factory: pytest.TempPathFactory, sample_dir: Path) -> dict[st
     return files
 
 
-WORKER_ENV = {
-    **os.environ,
-    "SCRIBEPOD_MODEL": "tiny.en",
-    "SCRIBEPOD_DIARIZER": "lite",
-    "SCRIBEPOD_DEVICE": "cpu",
-    "SCRIBEPOD_ALLOW_PRIVATE_URLS": "1",  # the presigned URLs point at moto on loopback
-}
 API_KEY = "sk-test-not-a-real-key-123456"
-
-
-def start_endpoint(*args: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [sys.executable, "-m", "scribepod_worker.cli", "serve", "--host", "127.0.0.1", "--port", str(port), *args],
-        cwd=ROOT,
-        env=WORKER_ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    wait_for(f"{base}/health", timeout=90)
-    return process, base
+# The SDK's presigned upload URLs point at moto on loopback, which the worker refuses by default.
+PRIVATE_URLS = {"SCRIBEPOD_ALLOW_PRIVATE_URLS": "1"}
 
 
 @pytest.fixture(scope="session")
 def endpoint() -> Iterator[str]:
     """The local RunPod-compatible endpoint running the real worker, shared by the SDK and CLI tests."""
-    process, base = start_endpoint("--concurrency", "2")
-    try:
+    with local_endpoint("--concurrency", "2", env=PRIVATE_URLS) as base:
         yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
 
 
 @pytest.fixture(scope="module")
 def secured_endpoint() -> Iterator[str]:
-    process, base = start_endpoint("--api-key", API_KEY)
-    try:
+    with local_endpoint("--api-key", API_KEY) as base:
         yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=20)

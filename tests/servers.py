@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -32,6 +33,20 @@ def wait_for(url: str, timeout: float = 30.0) -> None:
         except httpx.HTTPError:
             time.sleep(0.1)
     raise TimeoutError(f"nothing answered at {url} within {timeout} s")
+
+
+@contextmanager
+def serving(handler: type[BaseHTTPRequestHandler]) -> Iterator[str]:
+    """Run `handler` on a free loopback port in a background thread; yield its base URL."""
+    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 @contextmanager
@@ -68,15 +83,32 @@ def file_server(files: dict[str, Path]) -> Iterator[str]:
             else:
                 self.send_error(404, "Not Found")
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+    with serving(Handler) as base:
+        yield base
+
+
+ROOT = Path(__file__).resolve().parent.parent
+LOCAL_WORKER_ENV = {"SCRIBEPOD_MODEL": "tiny.en", "SCRIBEPOD_DIARIZER": "lite", "SCRIBEPOD_DEVICE": "cpu"}
+
+
+@contextmanager
+def local_endpoint(*args: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """`scribepod-worker serve` with tiny.en and `lite` on a free loopback port; yields its base URL."""
+    port = free_port()
+    process = subprocess.Popen(
+        [sys.executable, "-m", "scribepod_worker.cli", "serve", "--host", "127.0.0.1", "--port", str(port), *args],
+        cwd=ROOT,
+        env={**os.environ, **LOCAL_WORKER_ENV, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        base = f"http://127.0.0.1:{port}"
+        wait_for(f"{base}/health", timeout=120)
+        yield base
     finally:
-        server.shutdown()
-        server.server_close()
+        process.terminate()
+        process.wait(timeout=20)
 
 
 @contextmanager
@@ -113,14 +145,8 @@ def capture_server() -> Iterator[tuple[str, list[tuple[str, bytes]]]]:
             self.send_header("Content-Length", "0")
             self.end_headers()
 
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}", received
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Handler) as base:
+        yield base, received
 
 
 class FaultProxy:
@@ -137,7 +163,6 @@ class FaultProxy:
         self.requests: list[tuple[str, str]] = []
         self._plans: list[tuple[str, list[tuple[Any, ...]]]] = []
         self._lock = threading.Lock()
-        self._server: ThreadingHTTPServer | None = None
 
     def plan(self, path_prefix: str, *faults: tuple[Any, ...]) -> None:
         with self._lock:
@@ -199,12 +224,5 @@ class FaultProxy:
 
             do_GET = do_POST = _handle  # noqa: N815 (the names http.server dispatches to)
 
-        server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        server.daemon_threads = True
-        thread = threading.Thread(target=server.serve_forever, daemon=True)
-        thread.start()
-        try:
-            yield f"http://127.0.0.1:{server.server_address[1]}"
-        finally:
-            server.shutdown()
-            server.server_close()
+        with serving(Handler) as base:
+            yield base

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,7 +15,8 @@ from scribepod_worker import handler, startup
 from scribepod_worker.config import WorkerSettings
 from scribepod_worker.engine import Engine
 
-from conftest import ROOT, WORKER_ENV
+from conftest import ROOT
+from servers import LOCAL_WORKER_ENV
 
 GIB = 1024**3
 
@@ -23,7 +25,7 @@ def start_worker(env: dict[str, str], *args: str, cwd: Path = ROOT) -> subproces
     return subprocess.run(
         [sys.executable, "-m", "scribepod_worker", *args],
         cwd=cwd,
-        env={**WORKER_ENV, **env},
+        env={**os.environ, **LOCAL_WORKER_ENV, **env},
         capture_output=True,
         text=True,
         timeout=180,
