@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -15,10 +15,15 @@ from servers import free_port
 
 
 def scribepod(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    command = shutil.which("scribepod")
-    assert command, "the scribepod console script is not installed"
+    command = Path(sys.executable).with_name("scribepod")  # the venv's console script, whatever PATH says
+    assert command.is_file(), "the scribepod console script is not installed"
     return subprocess.run(
-        [command, *args], capture_output=True, text=True, timeout=300, check=False, env={**os.environ, **(env or {})}
+        [str(command), *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        env={**os.environ, **(env or {})},
     )
 
 

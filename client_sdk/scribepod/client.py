@@ -243,17 +243,24 @@ class Client(_ClientBase):
         return answer
 
 
-class Job:
-    """A submitted job. `wait()` polls with backoff; `cancel()` stops it; `stream()` yields its updates."""
+class _JobBase:
+    """What a job handle holds: its id, its last known state and the upload to delete once it ends."""
 
-    def __init__(self, client: Client, state: JobState, prepared: PreparedAudio | None) -> None:
-        self._client = client
+    def __init__(self, state: JobState, prepared: PreparedAudio | None) -> None:
         self._state = state
         self._prepared = prepared
         self.id = state.id
 
     def __repr__(self) -> str:
-        return f"Job(id={self.id!r}, status={self._state.status!r})"
+        return f"{type(self).__name__}(id={self.id!r}, status={self._state.status!r})"
+
+
+class Job(_JobBase):
+    """A submitted job. `wait()` polls with backoff; `cancel()` stops it; `stream()` yields its updates."""
+
+    def __init__(self, client: Client, state: JobState, prepared: PreparedAudio | None) -> None:
+        super().__init__(state, prepared)
+        self._client = client
 
     def refresh(self) -> JobState:
         self._state = self._client._drive(_flows.status(self.id))
@@ -390,17 +397,12 @@ class AsyncClient(_ClientBase):
         return answer
 
 
-class AsyncJob:
+class AsyncJob(_JobBase):
     """The asyncio twin of `Job`."""
 
     def __init__(self, client: AsyncClient, state: JobState, prepared: PreparedAudio | None) -> None:
+        super().__init__(state, prepared)
         self._client = client
-        self._state = state
-        self._prepared = prepared
-        self.id = state.id
-
-    def __repr__(self) -> str:
-        return f"AsyncJob(id={self.id!r}, status={self._state.status!r})"
 
     async def refresh(self) -> JobState:
         self._state = await self._client._drive(_flows.status(self.id))
