@@ -99,7 +99,8 @@ def test_s3_with_environment_credentials(worker: Engine, s3: str, monkeypatch: p
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "test-key")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "test-secret")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
-    with_settings(worker, s3_endpoint_url=s3)
+    # The operator's endpoint (SCRIBEPOD_S3_ENDPOINT_URL) is trusted even where jobs may not reach private hosts.
+    with_settings(worker, s3_endpoint_url=s3, allow_private_urls=False)
     assert ok({"audio": "s3://meetings/2026/standup.wav", "diarize": False}).text
 
 
@@ -117,3 +118,11 @@ def test_s3_object_over_the_cap(worker: Engine, s3: str) -> None:
 def test_s3_uri_without_key(worker: Engine) -> None:
     error = failed({"audio": "s3://meetings"})
     assert (error.code, error.field) == ("invalid_input", "audio")
+
+
+def test_s3_endpoint_chosen_by_the_job_must_be_public(worker: Engine, s3: str) -> None:
+    """A job's s3Config.endpointUrl is a URL the job sends: it must not reach the worker's own network."""
+    with_settings(worker, allow_private_urls=False)
+    error = failed({"audio": "s3://meetings/2026/standup.wav"}, s3Config={**CREDENTIALS, "endpointUrl": s3})
+    assert (error.code, error.field) == ("audio_fetch_failed", "s3Config.endpointUrl")
+    assert "non-public address" in error.message

@@ -95,27 +95,27 @@ def _fetch(source: str, target: Path, settings: WorkerSettings, s3_config: Mappi
     return path
 
 
-def _check_address(url: str, settings: WorkerSettings) -> None:
+def _check_address(url: str, settings: WorkerSettings, field: str = "audio") -> None:
     """Refuse hosts that resolve to private, loopback, link-local or otherwise internal addresses (SSRF)."""
     host = urlsplit(url).hostname
     if not host:
-        raise WorkerError("invalid_input", f"audio: URL has no host: {url}", "audio")
+        raise WorkerError("invalid_input", f"{field}: URL has no host: {url}", field)
     if settings.allow_private_urls:
         return
     try:
         infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
     except socket.gaierror as error:
         raise WorkerError(
-            "audio_fetch_failed", f"audio: cannot resolve host {host!r}: {error.strerror}", "audio"
+            "audio_fetch_failed", f"{field}: cannot resolve host {host!r}: {error.strerror}", field
         ) from None
     for info in infos:
         address = ipaddress.ip_address(info[4][0])
         if not address.is_global or address.is_multicast:
             raise WorkerError(
                 "audio_fetch_failed",
-                f"audio: host {host!r} resolves to a non-public address ({address}); refused "
+                f"{field}: host {host!r} resolves to a non-public address ({address}); refused "
                 "(set SCRIBEPOD_ALLOW_PRIVATE_URLS=1 to allow it)",
-                "audio",
+                field,
             )
 
 
@@ -163,7 +163,8 @@ def _download_http(url: str, target: Path, settings: WorkerSettings) -> None:
 
 
 def _download_s3(uri: str, target: Path, settings: WorkerSettings, s3_config: Mapping[str, Any] | None) -> None:
-    """Credentials come from the job's `s3Config` (RunPod's accessId/accessSecret/endpointUrl) or boto3's defaults."""
+    """Credentials come from the job's `s3Config` (RunPod's accessId/accessSecret/endpointUrl) or boto3's defaults;
+    a job's own endpointUrl must be public, like any URL a job sends."""
     import boto3
     from botocore.config import Config
     from botocore.exceptions import BotoCoreError, ClientError
@@ -173,6 +174,9 @@ def _download_s3(uri: str, target: Path, settings: WorkerSettings, s3_config: Ma
     if not bucket or not key:
         raise WorkerError("invalid_input", f"audio: expected s3://bucket/key, got {uri!r}", "audio")
     config = dict(s3_config or {})
+    if config.get("endpointUrl"):
+        # The job chose this endpoint, so it is checked like any URL a job sends (the operator's is trusted).
+        _check_address(str(config["endpointUrl"]), settings, "s3Config.endpointUrl")
     client = boto3.client(
         "s3",
         aws_access_key_id=config.get("accessId") or None,
