@@ -126,6 +126,24 @@ class _ClientBase:
             body["policy"] = {"executionTimeout": int(execution_timeout * 1000)}
         return body
 
+    def _wait_seconds(self, timeout: float | None) -> float | None:
+        """A call's own timeout, else the client's (None waits for ever)."""
+        return self.timeout if timeout is None else timeout
+
+    def _run_and_wait(
+        self,
+        prepared: PreparedAudio,
+        options: dict[str, Any],
+        timeout: float | None,
+        on_progress: ProgressCallback | None,
+    ) -> _flows.Flow:
+        return _flows.run_and_wait(self._body(prepared, options, None), self._wait_seconds(timeout), on_progress)
+
+    @staticmethod
+    def _payload_limit(on_progress: ProgressCallback | None) -> int:
+        """Without progress the job goes through /runsync (20 MB); with it, through /run (10 MB)."""
+        return RUNSYNC_PAYLOAD_LIMIT if on_progress is None else RUN_PAYLOAD_LIMIT
+
     def _cleanup(self, prepared: PreparedAudio) -> None:
         if prepared.upload is not None and self.s3 is not None and self.s3.delete_after:
             delete_upload(prepared.upload, self.s3)
@@ -199,10 +217,9 @@ class Client(_ClientBase):
             assert self._local is not None
             return self._local.transcribe(source, clean, None)
         try:
-            prepared = self._prepare(source, clean, RUNSYNC_PAYLOAD_LIMIT if on_progress is None else RUN_PAYLOAD_LIMIT)
+            prepared = self._prepare(source, clean, self._payload_limit(on_progress))
             try:
-                wait = self.timeout if timeout is None else timeout
-                return self._drive(_flows.run_and_wait(self._body(prepared, clean, None), wait, on_progress))  # type: ignore[no-any-return]
+                return self._drive(self._run_and_wait(prepared, clean, timeout, on_progress))  # type: ignore[no-any-return]
             finally:
                 self._cleanup(prepared)
         except ScribepodError as error:
@@ -272,7 +289,7 @@ class Job(_JobBase):
 
     def wait(self, timeout: float | None = None, on_progress: ProgressCallback | None = None) -> Transcript:
         """The transcript once the job completes; past `timeout` seconds the job is cancelled (JobTimedOut)."""
-        wait = self._client.timeout if timeout is None else timeout
+        wait = self._client._wait_seconds(timeout)
         deadline = None if wait is None else time.monotonic() + wait
         try:
             return self._client._drive(_flows.wait(self._state, deadline, on_progress))  # type: ignore[no-any-return]
@@ -354,12 +371,9 @@ class AsyncClient(_ClientBase):
             assert self._local is not None
             return await asyncio.to_thread(self._local.transcribe, source, clean, None)
         try:
-            limit = RUNSYNC_PAYLOAD_LIMIT if on_progress is None else RUN_PAYLOAD_LIMIT
-            prepared = await asyncio.to_thread(self._prepare, source, clean, limit)
+            prepared = await asyncio.to_thread(self._prepare, source, clean, self._payload_limit(on_progress))
             try:
-                wait = self.timeout if timeout is None else timeout
-                flow = _flows.run_and_wait(self._body(prepared, clean, None), wait, on_progress)
-                return await self._drive(flow)  # type: ignore[no-any-return]
+                return await self._drive(self._run_and_wait(prepared, clean, timeout, on_progress))  # type: ignore[no-any-return]
             finally:
                 await asyncio.to_thread(self._cleanup, prepared)
         except ScribepodError as error:
@@ -412,7 +426,7 @@ class AsyncJob(_JobBase):
         return (await self.refresh()).status
 
     async def wait(self, timeout: float | None = None, on_progress: ProgressCallback | None = None) -> Transcript:
-        wait = self._client.timeout if timeout is None else timeout
+        wait = self._client._wait_seconds(timeout)
         deadline = None if wait is None else time.monotonic() + wait
         try:
             return await self._client._drive(_flows.wait(self._state, deadline, on_progress))  # type: ignore[no-any-return]
