@@ -1,4 +1,4 @@
-"""The wire contract (shared/contract.md) as pydantic models: the single definition used by worker and SDK.
+"""The wire contract (docs/contract.md) as pydantic models: the single definition used by worker and SDK.
 
 Requests are strict (unknown fields, wrong types and impossible values are rejected, naming the field);
 responses are lenient (fields added by a newer worker are kept, not rejected), so the contract can grow.
