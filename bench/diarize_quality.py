@@ -1,10 +1,12 @@
-"""Quality and speed of the `lite` diarizer: DER, speaker count and runtime per clip.
+"""Quality and speed of a diarizer (`lite` by default, or `builtin`): DER, speaker count and runtime per clip.
 
 Clips: pyannote.audio's two-speaker sample (.cache/sample) and espeak-ng conversations of 1..5
 distinct voices (tests/synth.py), plus the time to diarize a 10-minute recording made by
 concatenating conversations. Run from the repository root:
 
-    .venv/bin/python bench/diarize_quality.py
+    .venv/bin/python bench/diarize_quality.py [--diarizer builtin]
+
+Real meeting recordings (AMI, with one-label baselines and held-out clips) are in bench/realspeech.py.
 """
 
 from __future__ import annotations
@@ -19,8 +21,9 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
+from scribepod_worker.config import WorkerSettings
+from scribepod_worker.diarize import load_diarizer
 from scribepod_worker.diarize.base import SAMPLE_RATE, SpeakerCountHint, SpeakerTurn
-from scribepod_worker.diarize.lite import LiteDiarizer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from scoring import diarization_error_rate, read_rttm
@@ -43,10 +46,11 @@ def load(path: Path) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--long-minutes", type=float, default=10.0, help="length of the timing recording")
+    parser.add_argument("--diarizer", choices=["lite", "builtin"], default="lite")
     args = parser.parse_args()
 
     started = time.perf_counter()
-    diarizer = LiteDiarizer()
+    diarizer = load_diarizer(args.diarizer, WorkerSettings(), "cpu")
     print(f"model load: {time.perf_counter() - started:.2f} s")
 
     with tempfile.TemporaryDirectory() as tmp:

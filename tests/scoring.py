@@ -52,3 +52,30 @@ def diarization_error_rate(
     extent = ref.get_timeline().union(hyp.get_timeline()).extent() if hyp else ref.get_timeline().extent()
     metric = DiarizationErrorRate(collar=collar, skip_overlap=False)
     return float(metric(ref, hyp, uem=Timeline([extent])))  # scored over both annotations' whole extent
+
+
+def read_uem(path: Path) -> Timeline:
+    """The scored regions of a UEM file (fields: file channel start end)."""
+    return Timeline(
+        [
+            Segment(float(f[2]), float(f[3]))
+            for f in (line.split() for line in path.read_text().splitlines())
+            if len(f) >= 4
+        ]
+    )
+
+
+def der_components(
+    reference: Iterable[tuple[float, float, str]], hypothesis: Iterable[tuple[float, float, str]], uem: Timeline
+) -> dict[str, float]:
+    """DER's parts in seconds (no collar, overlap scored) inside `uem`; sum several clips' parts for a pooled DER."""
+    metric = DiarizationErrorRate(collar=0.0, skip_overlap=False)
+    parts = metric.compute_components(annotation(reference), annotation(hypothesis), uem=uem)
+    return {name: float(parts[name]) for name in ("confusion", "missed detection", "false alarm", "total")}
+
+
+def pooled_der(components: Iterable[dict[str, float]]) -> float:
+    """(confusion + missed + false alarm) / total speech, summed over clips."""
+    parts = list(components)
+    errors = sum(p["confusion"] + p["missed detection"] + p["false alarm"] for p in parts)
+    return errors / max(sum(p["total"] for p in parts), 1e-9)

@@ -75,6 +75,16 @@ def sentences(count: int, offset: int = 0) -> list[str]:
     return [_SENTENCES[(offset + i) % len(_SENTENCES)] for i in range(count)]
 
 
+# espeak-ng's own defaults (pitch 50, 175 words per minute): two voices that differ only by accent.
+DEFAULT_US = Voice("en_us_default", "en-us", pitch=50, speed=175)
+DEFAULT_GB = Voice("en_gb_default", "en-gb", pitch=50, speed=175)
+
+
+def accent_script() -> list[tuple[Voice | str, str]]:
+    """~17 s of espeak-ng's default en-us and en-gb voices alternating over four sentences."""
+    return [(DEFAULT_US if i % 2 == 0 else DEFAULT_GB, text) for i, text in enumerate(sentences(4, offset=2))]
+
+
 def round_robin(voices: Sequence[Voice], n_lines: int) -> list[tuple[Voice, str]]:
     """A conversation script in which `voices` take turns, each line a different sentence."""
     return [(voices[i % len(voices)], text) for i, text in enumerate(sentences(n_lines))]

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 DeviceSetting = Literal["cuda", "cpu", "auto"]
-DiarizerName = Literal["pyannote", "lite"]
+DiarizerName = Literal["pyannote", "builtin", "lite"]
 
 
 def _flag(name: str, default: bool) -> bool:
@@ -38,6 +38,7 @@ class WorkerSettings:
     compute_type: str | None = None
     diarizer: DiarizerName | None = None
     pyannote_dir: Path | None = None
+    diarizer_weights: Path | None = None
     allow_local_files: bool = False
     allow_private_urls: bool = False
     max_audio_seconds: float = 4 * 3600
@@ -56,8 +57,9 @@ class WorkerSettings:
         if device not in ("cuda", "cpu", "auto"):
             raise ValueError(f"SCRIBEPOD_DEVICE must be cuda, cpu or auto, not {device!r}")
         diarizer = os.environ.get("SCRIBEPOD_DIARIZER", "").strip().lower() or None
-        if diarizer not in (None, "pyannote", "lite"):
-            raise ValueError(f"SCRIBEPOD_DIARIZER must be pyannote or lite, not {diarizer!r}")
+        if diarizer not in (None, "pyannote", "builtin", "lite"):
+            raise ValueError(f"SCRIBEPOD_DIARIZER must be pyannote, builtin or lite, not {diarizer!r}")
+        diarizer_weights = os.environ.get("SCRIBEPOD_DIARIZER_WEIGHTS")
         return cls(
             model=os.environ.get("SCRIBEPOD_MODEL") or "large-v3-turbo",
             model_dir=Path(model_dir) if model_dir else None,
@@ -65,6 +67,7 @@ class WorkerSettings:
             compute_type=os.environ.get("SCRIBEPOD_COMPUTE_TYPE") or None,
             diarizer=diarizer,  # type: ignore[arg-type]
             pyannote_dir=Path(pyannote_dir) if pyannote_dir else None,
+            diarizer_weights=Path(diarizer_weights) if diarizer_weights else None,
             allow_local_files=_flag("SCRIBEPOD_ALLOW_LOCAL_FILES", not deployed_on_runpod()),
             allow_private_urls=_flag("SCRIBEPOD_ALLOW_PRIVATE_URLS", False),
             max_audio_seconds=float(os.environ.get("SCRIBEPOD_MAX_AUDIO_SECONDS") or 4 * 3600),

@@ -21,6 +21,11 @@ def load_diarizer(name: str, settings: WorkerSettings, device: str) -> Diarizer:
         from scribepod_worker.diarize.pyannote import PyannoteDiarizer
 
         return PyannoteDiarizer(settings.pyannote_dir, device)
+    if name == "builtin":
+        from scribepod_worker.diarize.builtin import BuiltinDiarizer
+        from scribepod_worker.diarize.weights import weights_dir
+
+        return BuiltinDiarizer(weights_dir(settings), device)
     if name == "lite":
         from scribepod_worker.diarize.lite import LiteDiarizer
 
