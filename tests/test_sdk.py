@@ -1,4 +1,4 @@
-"""The SDK end to end against the local endpoint running the real worker (tiny.en, `lite`)."""
+"""The SDK end to end against the local endpoint running the real worker (tiny.en, `builtin`)."""
 
 from __future__ import annotations
 
@@ -200,7 +200,7 @@ def test_api_key_is_checked_and_never_shown(secured_endpoint: str, sample_dir: P
 def local_model(monkeypatch: pytest.MonkeyPatch) -> None:
     """Local inference reads the worker's settings from the environment, like the worker itself."""
     monkeypatch.setenv("SCRIBEPOD_MODEL", "tiny.en")
-    monkeypatch.setenv("SCRIBEPOD_DIARIZER", "lite")
+    monkeypatch.setenv("SCRIBEPOD_DIARIZER", "builtin")
 
 
 def test_fallback_when_the_endpoint_is_down(

@@ -27,7 +27,7 @@ ENDPOINT_ID = "test-endpoint"
 ENV = {
     **os.environ,
     "SCRIBEPOD_MODEL": "tiny.en",
-    "SCRIBEPOD_DIARIZER": "lite",
+    "SCRIBEPOD_DIARIZER": "builtin",
     "SCRIBEPOD_DEVICE": "cpu",
     "SCRIBEPOD_LOG_LEVEL": "WARNING",
 }

@@ -1,4 +1,4 @@
-"""Worker settings, read once from the environment (names and defaults: shared/contract.md)."""
+"""Worker settings, read once from the environment (names and defaults: docs/contract.md)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Literal
 
 DeviceSetting = Literal["cuda", "cpu", "auto"]
-DiarizerName = Literal["pyannote", "builtin", "lite"]
+DiarizerName = Literal["pyannote", "builtin"]
 
 
 def _flag(name: str, default: bool) -> bool:
@@ -57,8 +57,8 @@ class WorkerSettings:
         if device not in ("cuda", "cpu", "auto"):
             raise ValueError(f"SCRIBEPOD_DEVICE must be cuda, cpu or auto, not {device!r}")
         diarizer = os.environ.get("SCRIBEPOD_DIARIZER", "").strip().lower() or None
-        if diarizer not in (None, "pyannote", "builtin", "lite"):
-            raise ValueError(f"SCRIBEPOD_DIARIZER must be pyannote, builtin or lite, not {diarizer!r}")
+        if diarizer not in (None, "pyannote", "builtin"):
+            raise ValueError(f"SCRIBEPOD_DIARIZER must be pyannote or builtin, not {diarizer!r}")
         diarizer_weights = os.environ.get("SCRIBEPOD_DIARIZER_WEIGHTS")
         return cls(
             model=os.environ.get("SCRIBEPOD_MODEL") or "large-v3-turbo",

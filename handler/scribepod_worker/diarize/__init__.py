@@ -9,11 +9,11 @@ __all__ = ["Diarizer", "SpeakerCountHint", "SpeakerTurn", "default_diarizer_name
 
 
 def default_diarizer_name(settings: WorkerSettings) -> str:
-    """`pyannote` when a pipeline directory is configured and present, else the built-in `lite`."""
+    """`pyannote` when a pipeline directory is configured and present, else `builtin` (weights installed with us)."""
     if settings.diarizer is not None:
         return settings.diarizer
     present = settings.pyannote_dir is not None and (settings.pyannote_dir / "config.yaml").is_file()
-    return "pyannote" if present else "lite"
+    return "pyannote" if present else "builtin"
 
 
 def load_diarizer(name: str, settings: WorkerSettings, device: str) -> Diarizer:
@@ -26,8 +26,4 @@ def load_diarizer(name: str, settings: WorkerSettings, device: str) -> Diarizer:
         from scribepod_worker.diarize.weights import weights_dir
 
         return BuiltinDiarizer(weights_dir(settings), device)
-    if name == "lite":
-        from scribepod_worker.diarize.lite import LiteDiarizer
-
-        return LiteDiarizer()
     raise ValueError(f"unknown diarizer {name!r}")
