@@ -4,7 +4,7 @@
     .venv/bin/python -m bench            # the full run: 10-minute speed files, 1 to 120 minutes, 32 jobs
 
 Raw numbers go to bench/results/<UTC time>.json (git-ignored), the tables to stdout and bench/RESULTS.md, the
-scaling plot to bench/scaling.png. Model tiny.en (int8, CPU) and the `lite` diarizer throughout.
+scaling plot to bench/scaling.png. Model tiny.en (int8, CPU) and the `builtin` diarizer throughout.
 """
 
 from __future__ import annotations
@@ -115,7 +115,7 @@ def quality(long_minutes: float, model: str) -> dict[str, Any]:
     from scribepod_worker.config import WorkerSettings
     from scribepod_worker.engine import Engine
 
-    engine = Engine(WorkerSettings(model=model, device="cpu", diarizer="lite"))
+    engine = Engine(WorkerSettings(model=model, device="cpu", diarizer="builtin"))
     engine.warm_up()
     clips = [recordings.sample()] + [recordings.conversation(v, 12) for v in ((0, 1), (2, 3, 4), (0, 1, 2, 3))]
     clips.append(recordings.joined(long_minutes))
@@ -198,7 +198,7 @@ def plot(rows: list[dict[str, Any]], path: Path) -> None:
     right.set(xlabel="recording length (min)", ylabel="GiB", title="peak memory")
     right.set_ylim(bottom=0)
     right.legend()
-    fig.suptitle("scribepod worker, tiny.en int8 + lite, 2-core CPU")
+    fig.suptitle("scribepod worker, tiny.en int8 + builtin, 2-core CPU")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
 

@@ -1,10 +1,10 @@
-"""Quality and speed of a diarizer (`lite` by default, or `builtin`): DER, speaker count and runtime per clip.
+"""Quality and speed of a diarizer (`builtin` by default, or `pyannote`): DER, speaker count and runtime per clip.
 
 Clips: pyannote.audio's two-speaker sample (.cache/sample) and espeak-ng conversations of 1..5
 distinct voices (tests/synth.py), plus the time to diarize a 10-minute recording made by
 concatenating conversations. Run from the repository root:
 
-    .venv/bin/python bench/diarize_quality.py [--diarizer builtin]
+    .venv/bin/python bench/diarize_quality.py [--diarizer pyannote]
 
 Real meeting recordings (AMI, with one-label baselines and held-out clips) are in bench/realspeech.py.
 """
@@ -46,11 +46,11 @@ def load(path: Path) -> np.ndarray:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--long-minutes", type=float, default=10.0, help="length of the timing recording")
-    parser.add_argument("--diarizer", choices=["lite", "builtin"], default="lite")
+    parser.add_argument("--diarizer", choices=["builtin", "pyannote"], default="builtin")
     args = parser.parse_args()
 
     started = time.perf_counter()
-    diarizer = load_diarizer(args.diarizer, WorkerSettings(), "cpu")
+    diarizer = load_diarizer(args.diarizer, WorkerSettings.from_env(), "cpu")
     print(f"model load: {time.perf_counter() - started:.2f} s")
 
     with tempfile.TemporaryDirectory() as tmp:

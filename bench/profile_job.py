@@ -54,7 +54,7 @@ def profile(path: Path, model: str) -> dict[str, Any]:
     from scribepod_worker.config import WorkerSettings
     from scribepod_worker.engine import Engine
 
-    engine = Engine(WorkerSettings(model=model, device="cpu", diarizer="lite", allow_local_files=True))
+    engine = Engine(WorkerSettings(model=model, device="cpu", diarizer="builtin", allow_local_files=True))
     engine.warm_up()
     handler.set_engine(engine)
     reports: list[tuple[float, str, float]] = []

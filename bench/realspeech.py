@@ -1,4 +1,4 @@
-"""Diarization on real and clean recordings: `builtin` vs `lite` vs one label, DER and speaker counts.
+"""Diarization on real and clean recordings: `builtin` vs one label, DER and speaker counts.
 
 Real: the six 30 s AMI excerpts in ../shared/realspeech, scored on the turns with no collar inside each clip's UEM
 (pyannote.metrics), per clip and pooled. The one-label baselines label all of a diarizer's own speech as one speaker
@@ -7,12 +7,14 @@ ami_trn00, ami_trn06, pyannote's sample and the synthetic voices; ami_dev01, ami
 pooled separately. Clean: pyannote's two-speaker sample, espeak-ng conversations of 2, 3 and 4 voices (tests/synth.py)
 and ~17 s of espeak-ng's default `en-us` and `en-gb` voices taking turns; there the speaker count must be right.
 
-    .venv/bin/python -m bench.realspeech [--skip-lite] [--step S] [--threshold T]
+    .venv/bin/python -m bench.realspeech [--step S] [--threshold T]
     .venv/bin/python -m bench.realspeech --speed 10   # also: job with `builtin` vs sequential faster-whisper
 
 `--speed` times, on bench/speed.py's real 10-minute recording (pyannote's sample repeated) with tiny.en on CPU:
 sequential faster-whisper (beam 5, VAD, no diarization), the whole scribepod job with SCRIBEPOD_DIARIZER=builtin, and
-the builtin diarizer alone. bench/speed.py itself times the job with `lite`.
+the builtin diarizer alone.
+
+The retired `lite` diarizer's figures in bench/RESULTS.md came from this script at commit 10846c9, the last with lite.
 """
 
 from __future__ import annotations
@@ -65,7 +67,6 @@ def one_label(turns: Sequence[SpeakerTurn]) -> list[Turn]:
 
 def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("--skip-lite", action="store_true", help="builtin and its one-label baseline only")
     parser.add_argument("--step", type=float, help="override BuiltinOptions.step")
     parser.add_argument("--threshold", type=float, help="override BuiltinOptions.threshold")
     parser.add_argument("--speed", type=float, metavar="MINUTES", help="only time a job of this length (see above)")
@@ -78,10 +79,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     options = dataclasses.replace(BuiltinOptions(), **overrides)
     print(f"builtin options: {options}")
     diarizers: dict[str, Diarizer] = {"builtin": BuiltinDiarizer(weights_dir(WorkerSettings()), "cpu", options)}
-    if not args.skip_lite:
-        from scribepod_worker.diarize.lite import LiteDiarizer
-
-        diarizers["lite"] = LiteDiarizer()
     run_real(diarizers)
     run_clean(diarizers)
 

@@ -95,7 +95,7 @@ def main() -> None:
             ):
                 rows.append(measure(name, run, proxy, url, audio_b64=audio_b64, jobs=args.jobs))
 
-    print(f"{args.jobs} jobs each: pyannote sample (30 s), tiny.en + lite, local endpoint on loopback")
+    print(f"{args.jobs} jobs each: pyannote sample (30 s), tiny.en + builtin, local endpoint on loopback")
     print(f"{'client':<42}{'requests/job':>14}{'handover median s':>19}{'max s':>8}")
     for row in rows:
         print(f"{row['client']:<42}{row['requests']:>14.1f}{row['handover_median']:>19.2f}{row['handover_max']:>8.2f}")
