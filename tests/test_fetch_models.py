@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import shutil
 import socket
 import sys
 from collections.abc import Sequence
@@ -95,12 +96,12 @@ def test_local_source_gives_the_layout_resolve_model_reads(
     assert sorted(p.name for p in (models / "tiny.en").iterdir()) == sorted(p.name for p in TINY_EN.iterdir())
     settings = WorkerSettings(model="tiny.en", model_dir=models, pyannote_dir=pyannote)
     assert resolve_model("tiny.en", settings).path == models / "tiny.en"
-    # no token: the image says so and the worker picks the lite diarizer
+    # no token: the build says there is no pyannote pipeline, and the worker does not pick it
     out = capsys.readouterr().out
-    assert "no Hugging Face token" in out and "`lite` diarizer" in out
-    assert default_diarizer_name(settings) == "lite"
+    assert "no pyannote pipeline in this image" in out
+    assert not pyannote.exists() and default_diarizer_name(settings) != "pyannote"
     manifest = json.loads((models / fetch_models.MANIFEST).read_text())
-    assert manifest["default_model"] == "tiny.en" and manifest["diarizer"] == "lite"
+    assert manifest["default_model"] == "tiny.en" and manifest["pyannote"] is None
     assert manifest["models"]["tiny.en"]["revision"] == "local"
 
 
@@ -161,9 +162,15 @@ def test_token_from_the_secret_file_fetches_pyannote_and_is_never_printed_or_sto
             f"--hf-token-file={token_file}",
         ]
     )
-    manifest = fetch_models.run(args, download=hub)
-    assert seen == [(fetch_models.PYANNOTE_REPO, TOKEN)]
-    assert manifest["diarizer"] == "pyannote" and manifest["pyannote"]["revision"] == "0123abcd"
+    ran: list[Path] = []
+
+    def run_pipeline(directory: Path) -> dict[str, Any]:
+        ran.append(directory)
+        return {"speakers": 2, "speech_seconds": 6.0}
+
+    manifest = fetch_models.run(args, download=hub, verify_pipeline=run_pipeline)
+    assert seen == [(fetch_models.PYANNOTE_REPO, TOKEN)] and ran == [tmp_path / "pyannote"]
+    assert manifest["pyannote"]["revision"] == "0123abcd" and manifest["pyannote"]["run"]["speakers"] == 2
     settings = WorkerSettings(pyannote_dir=tmp_path / "pyannote")
     assert default_diarizer_name(settings) == "pyannote"
     captured = capsys.readouterr()
@@ -209,3 +216,75 @@ def test_a_local_pyannote_pipeline_is_verified_too(tmp_path: Path, source: Path)
     (pipeline / "config.yaml").write_text("version: 4\n")
     with pytest.raises(fetch_models.FetchError, match="no `pipeline` section"):
         fetch_models.run(args)
+
+
+def test_the_build_argument_and_the_token_must_agree(
+    source: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A token is no part of Docker's cache key, SCRIBEPOD_PYANNOTE is: a build that has one without the other
+    fails, so an image with pyannote never comes out of the cache of one without it, nor the other way round."""
+    common = ["--models=tiny.en", f"--model-dir={tmp_path / 'm'}", f"--source-dir={source}"]
+    pyannote = f"--pyannote-dir={tmp_path / 'p'}"
+    assert fetch_models.main([*common, "--pyannote=hub", pyannote, f"--hf-token-file={tmp_path / 'absent'}"]) == 1
+    assert "SCRIBEPOD_PYANNOTE=hub needs a Hugging Face token" in capsys.readouterr().err
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    assert fetch_models.main([*common, "--pyannote=none", pyannote]) == 1
+    err = capsys.readouterr().err
+    assert "token was given with --pyannote none" in err and TOKEN not in err
+    assert not (tmp_path / "p").exists()
+
+
+def test_a_pipeline_that_does_not_run_fails_the_build(source: Path, tmp_path: Path) -> None:
+    def hub(repo: str, target: Path, patterns: Sequence[str] | None, token: str | None) -> str:
+        fake_pipeline(target)
+        return "0123abcd"
+
+    def silent(directory: Path) -> dict[str, Any]:
+        return fetch_models._found(set(), 0.4, "pyannote")
+
+    token_file = tmp_path / "hf_token"
+    token_file.write_text(TOKEN)
+    args = fetch_models.parse_args(
+        [
+            "--models=tiny.en",
+            f"--model-dir={tmp_path / 'm'}",
+            f"--source-dir={source}",
+            "--pyannote=hub",
+            f"--pyannote-dir={tmp_path / 'p'}",
+            f"--hf-token-file={token_file}",
+        ]
+    )
+    with pytest.raises(fetch_models.FetchError, match=r"found 0\.4 s of speech.*not the ones it was built for"):
+        fetch_models.run(args, download=hub, verify_pipeline=silent)
+    assert not (tmp_path / "m" / fetch_models.MANIFEST).exists()
+
+
+@pytest.fixture
+def diarizer_weights(tmp_path: Path) -> Path:
+    """A copy of the builtin diarizer's verified weights (scripts/setup.sh fetches them)."""
+    from scribepod_worker.diarize.weights import problems, weights_dir
+
+    cached = weights_dir(WorkerSettings.from_env())
+    if problems(cached):
+        pytest.fail(f"no builtin diarizer weights in {cached}: run `bash scripts/setup.sh` first")
+    return Path(shutil.copytree(cached, tmp_path / "diarizer"))
+
+
+def test_builtin_weights_are_verified_by_running_the_diarizer(
+    diarizer_weights: Path, sample_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setattr(fetch_models, "sample_path", lambda: sample_dir / "sample.wav")
+    manifest = fetch_models.run(
+        fetch_models.parse_args(["--models=", "--pyannote=none", f"--diarizer-weights={diarizer_weights}"])
+    )
+    run = manifest["diarizer_weights"]["run"]
+    assert run["speakers"] == 2 and 9.0 < run["speech_seconds"] <= fetch_models.SAMPLE_SECONDS
+    assert "builtin diarizer runs" in capsys.readouterr().out
+    (diarizer_weights / "campplus" / "campplus_cn_en_common.pt").write_bytes(b"\x00" * 1024)
+    with pytest.raises(fetch_models.FetchError, match="builtin diarizer does not run"):
+        fetch_models.run_builtin_diarizer(diarizer_weights)
+
+
+def test_nothing_to_fetch_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert fetch_models.main(["--models=", "--pyannote=none"]) == 1
+    assert "nothing to fetch" in capsys.readouterr().err

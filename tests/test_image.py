@@ -136,7 +136,32 @@ def test_no_secret_in_env_or_arg_defaults_and_the_token_is_a_secret_mount(
         assert not SECRET_WORDS.search(name), f"{name} looks like a secret in ENV/ARG"
         assert not SECRET_VALUES.search(value), f"{name} holds what looks like a credential"
     fetch = [value for stage in stages for value in stage.values("RUN") if "fetch_models.py" in value]
-    assert len(fetch) == 1 and "--mount=type=secret,id=hf_token" in fetch[0]
+    assert len(fetch) == 2 and sum("--mount=type=secret,id=hf_token" in value for value in fetch) == 1
+
+
+def test_builds_with_and_without_pyannote_never_share_the_models_cache(
+    parsed: tuple[dict[str, str], list[Stage]],
+) -> None:
+    """A secret is not part of a step's cache key, a build argument used in the step is: the step that reads the
+    token must also read SCRIBEPOD_PYANNOTE, whose default bakes no pipeline (fetch_models fails on a mismatch)."""
+    _, stages = parsed
+    (models,) = [stage for stage in stages if stage.name == "models"]
+    (step,) = [value for value in models.values("RUN") if "hf_token" in value]
+    assert "SCRIBEPOD_PYANNOTE=none" in models.values("ARG")
+    assert '--pyannote "${SCRIBEPOD_PYANNOTE}"' in step
+
+
+def test_every_model_is_run_at_build_time_and_telemetry_is_off(parsed: tuple[dict[str, str], list[Stage]]) -> None:
+    _, stages = parsed
+    (diarizer,) = [stage for stage in stages if stage.name == "diarizer"]
+    (step,) = [value for value in diarizer.values("RUN") if "fetch_models.py" in value]
+    assert "--diarizer-weights /models/diarizer" in step
+    final = stages[-1]
+    assert any(value.startswith("--from=diarizer /models/diarizer") for value in final.values("COPY"))
+    env = env_pairs(" ".join(final.values("ENV")))
+    assert env["SCRIBEPOD_DIARIZER_WEIGHTS"] == "/models/diarizer"
+    for stage in (final, diarizer, *[s for s in stages if s.name == "models"]):  # pyannote runs in all three
+        assert env_pairs(" ".join(stage.values("ENV")))["PYANNOTE_METRICS_ENABLED"] == "0"
 
 
 def test_final_stage_is_lean_non_root_and_offline(parsed: tuple[dict[str, str], list[Stage]]) -> None:

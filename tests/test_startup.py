@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from scribepod_worker import handler, startup
-from scribepod_worker.config import WorkerSettings
+from scribepod_worker.config import DiarizerName, WorkerSettings
 from scribepod_worker.engine import Engine
 
 from conftest import ROOT
@@ -59,9 +59,9 @@ def test_local_run_without_the_default_model_only_warns_and_serves(tmp_path: Pat
 
 
 def test_cpu_engine_passes_the_checks_warms_up_and_serves(sample_dir: Path) -> None:
-    engine = Engine(WorkerSettings(model="tiny.en", device="cpu", diarizer="lite", allow_local_files=True))
+    engine = Engine(WorkerSettings(model="tiny.en", device="cpu", diarizer="builtin", allow_local_files=True))
     report = startup.prepare(engine)
-    assert (report.device, report.compute_type, report.diarizer, report.gpu) == ("cpu", "int8", "lite", None)
+    assert (report.device, report.compute_type, report.diarizer, report.gpu) == ("cpu", "int8", "builtin", None)
     assert "ready in" in startup.describe(report) and "model tiny.en" in startup.describe(report)
     handler.set_engine(engine)
     output = handler.handle({"id": "j1", "input": {"audio": str(sample_dir / "sample.wav"), "diarize": False}})
@@ -180,3 +180,18 @@ def test_strict_only_when_deployed_or_cuda_is_asked_for(monkeypatch: pytest.Monk
     assert startup.strict_startup(WorkerSettings(device="cuda"))
     monkeypatch.setenv("RUNPOD_POD_ID", "pod-1")
     assert startup.strict_startup(WorkerSettings(device="cpu"))
+
+
+@pytest.mark.parametrize(
+    ("diarizer", "fix"),
+    [("builtin", "python -m scribepod_worker.diarize.weights"), ("pyannote", "SCRIBEPOD_PYANNOTE=hub")],
+)
+def test_a_diarizer_without_its_weights_fails_start_up_saying_how_to_get_them(
+    tmp_path: Path, diarizer: DiarizerName, fix: str
+) -> None:
+    settings = WorkerSettings(
+        model="tiny.en", device="cpu", diarizer=diarizer, diarizer_weights=tmp_path, pyannote_dir=tmp_path
+    )
+    with pytest.raises(startup.StartupError) as raised:
+        startup.prepare(Engine(settings))
+    assert f"the {diarizer} diarizer cannot load" in raised.value.cause and fix in raised.value.fix

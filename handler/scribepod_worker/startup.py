@@ -31,7 +31,7 @@ CUDA_MAJOR = 12
 CUDNN_MAJOR = 9
 CUBLAS_LIBRARY = f"libcublas.so.{CUDA_MAJOR}"
 CUDNN_LIBRARIES = (f"libcudnn.so.{CUDNN_MAJOR}", f"libcudnn_ops.so.{CUDNN_MAJOR}", f"libcudnn_cnn.so.{CUDNN_MAJOR}")
-# GPU memory kept for the weights (large-v3 in float16 is 3 GB), pyannote and two CUDA contexts; the rest is
+# GPU memory kept for the weights (large-v3 in float16 is 3 GB), the diarizer and two CUDA contexts; the rest is
 # shared out to the batch at this much per batched 30 s window (beam search, word alignment).
 _RESERVED_GIB = 6.0
 _GIB_PER_BATCH_ITEM = 0.5
@@ -213,10 +213,14 @@ def _model_fix(settings: WorkerSettings) -> str:
 def _diarizer_fix(engine: Engine) -> str:
     if engine.diarizer_name == "pyannote":
         return (
-            "build the image with the Hugging Face token (--secret id=hf_token, see the README's Deploy section) so "
-            "the pyannote pipeline is baked in, or set SCRIBEPOD_DIARIZER=lite"
+            "build the image with --build-arg SCRIBEPOD_PYANNOTE=hub and the Hugging Face token (--secret "
+            "id=hf_token, README, Deploy), or point SCRIBEPOD_PYANNOTE_DIR at a pipeline written offline by "
+            "`python -m scribepod_worker.diarize.pyannote DIR`, or set SCRIBEPOD_DIARIZER=builtin"
         )
-    return "reinstall the worker (the lite diarizer's weights come inside the resemblyzer and faster-whisper wheels)"
+    return (
+        "fetch the builtin diarizer's weights with `python -m scribepod_worker.diarize.weights DIR` and set "
+        "SCRIBEPOD_DIARIZER_WEIGHTS=DIR (the image bakes them into /models/diarizer)"
+    )
 
 
 def warm_up_audio() -> np.ndarray:
