@@ -1,20 +1,52 @@
-"""The handler end to end with the real tiny.en model and the real `lite` diarizer."""
+"""The handler end to end with the real tiny.en model and the worker's real CPU diarizer."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from faster_whisper import WhisperModel
 
-from scribepod.models import ErrorInfo, Transcript
+from scribepod.models import ErrorInfo, Transcript, TranscriptionOptions
 from scribepod_worker import handler
+from scribepod_worker.config import WorkerSettings
 from scribepod_worker.engine import Engine
+from scribepod_worker.errors import WorkerError
+from scribepod_worker.transcribe import ResolvedModel, check_model, resolve_model
 
 from conftest import b64, with_settings
 from scoring import diarization_error_rate, read_rttm, read_stm_text, word_error_rate
 from synth import VOICES, round_robin, synthesize_conversation
+
+JFK = Path(__file__).resolve().parent.parent.parent / "shared" / "realspeech" / "jfk.wav"
+# How much worse than the reference decoder (sequential faster-whisper, same model, beam 5) the worker may score on
+# the sample in the same run: a word in 33 of the sample's ~160. Both decoders see the same int8 arithmetic, so the
+# CPU cancels out; an absolute figure does not (the reference scored 0.12 where the old thresholds were set, 0.16
+# on an AVX-512 VNNI EPYC, where the worker scored the same 0.16 and failed them).
+WER_MARGIN = 0.03
+# Lossy re-encoding (AAC in mp4, Opus at 24 kbps) costs tiny.en a few points more.
+LOSSY_WER_MARGIN = 0.07
+
+
+def packaged_tiny_en() -> Path:
+    return resolve_model("tiny.en", WorkerSettings(model="tiny.en", device="cpu")).path
+
+
+@pytest.fixture(scope="module")
+def reference_wer(sample_dir: Path) -> dict[bool, float]:
+    """Sequential faster-whisper's WER on the sample (tiny.en, CPU int8, beam 5), with VAD (True) and without,
+    decoded in this run on this CPU."""
+    model = WhisperModel(str(packaged_tiny_en()), device="cpu", compute_type="int8")
+    reference = read_stm_text(sample_dir / "sample.stm")
+    scores = {}
+    for vad in (True, False):
+        segments, _ = model.transcribe(str(sample_dir / "sample.wav"), beam_size=5, vad_filter=vad)
+        scores[vad] = word_error_rate(reference, " ".join(segment.text for segment in segments))
+    print(f"reference WER on the sample: {scores}")
+    return scores
 
 
 def run(job_input: Any, **job: Any) -> dict[str, Any]:
@@ -33,18 +65,18 @@ def failed(job_input: Any, **job: Any) -> ErrorInfo:
     return ErrorInfo.model_validate(json.loads(output["error"]))
 
 
-def test_sample_quality_through_the_handler(worker: Engine, sample_dir: Path) -> None:
-    """The issue's acceptance figures: WER <= 13%, DER <= 15% (no collar, count estimated), 2 speakers."""
+def test_sample_quality_through_the_handler(worker: Engine, sample_dir: Path, reference_wer: dict[bool, float]) -> None:
+    """WER within WER_MARGIN of the reference decoder's, DER <= 15% (no collar, count estimated), 2 speakers."""
     transcript = ok({"audio_base64": b64(sample_dir / "sample.wav"), "output_formats": ["srt", "vtt", "txt", "rttm"]})
     wer = word_error_rate(read_stm_text(sample_dir / "sample.stm"), transcript.text)
     der = diarization_error_rate(
         read_rttm(sample_dir / "sample.rttm"), [(t.start, t.end, t.speaker) for t in transcript.turns]
     )
     print(f"sample: WER {wer:.1%}, DER {der:.1%}, speakers {len(transcript.speakers)}, timings {transcript.timings}")
-    assert wer <= 0.13
+    assert wer <= reference_wer[True] + WER_MARGIN
     assert der <= 0.15
     assert [s.id for s in transcript.speakers] == ["SPEAKER_00", "SPEAKER_01"]
-    assert transcript.language == "en" and transcript.model == "tiny.en" and transcript.diarizer == "lite"
+    assert transcript.language == "en" and transcript.model == "tiny.en" and transcript.diarizer == worker.diarizer_name
     assert 29.9 < transcript.duration < 30.1
     assert set(transcript.timings) >= {"decode", "asr", "diarize", "total"}
     # Every segment and word carries a speaker; segments are ordered, disjoint and never mix speakers.
@@ -72,16 +104,22 @@ def test_count_hint_reaches_the_diarizer(worker: Engine, sample_dir: Path) -> No
     assert len({t.speaker for t in transcript.turns}) == 3
 
 
-def test_sequential_decoding_when_batch_size_is_1(worker: Engine, sample_dir: Path) -> None:
+def test_sequential_decoding_when_batch_size_is_1(
+    worker: Engine, sample_dir: Path, reference_wer: dict[bool, float]
+) -> None:
     transcript = ok({"audio": str(sample_dir / "sample.wav"), "batch_size": 1, "diarize": False})
-    assert word_error_rate(read_stm_text(sample_dir / "sample.stm"), transcript.text) <= 0.15
+    wer = word_error_rate(read_stm_text(sample_dir / "sample.stm"), transcript.text)
+    assert wer <= reference_wer[True] + WER_MARGIN
 
 
 @pytest.mark.parametrize("kind", ["mp4", "opus"])
-def test_video_and_compressed_audio(worker: Engine, media: dict[str, Path], sample_dir: Path, kind: str) -> None:
+def test_video_and_compressed_audio(
+    worker: Engine, media: dict[str, Path], sample_dir: Path, kind: str, reference_wer: dict[bool, float]
+) -> None:
     transcript = ok({"audio_base64": b64(media[kind])})
-    # Lossy re-encoding (AAC in mp4, Opus at 24 kbps) costs tiny.en a few points over the wav's ~12%.
-    assert word_error_rate(read_stm_text(sample_dir / "sample.stm"), transcript.text) <= 0.18
+    wer = word_error_rate(read_stm_text(sample_dir / "sample.stm"), transcript.text)
+    print(f"{kind}: WER {wer:.1%} (reference on the wav {reference_wer[True]:.1%})")
+    assert wer <= reference_wer[True] + LOSSY_WER_MARGIN
     assert len(transcript.speakers) == 2
 
 
@@ -135,6 +173,86 @@ def test_missing_model(worker: Engine, sample_dir: Path) -> None:
 def test_turbo_cannot_translate(worker: Engine, sample_dir: Path) -> None:
     error = failed({"audio": str(sample_dir / "sample.wav"), "model": "large-v3-turbo", "task": "translate"})
     assert (error.code, error.field) == ("invalid_input", "task") and "cannot translate" in error.message
+
+
+@pytest.fixture
+def folder_called_model(tmp_path: Path) -> Path:
+    """The packaged tiny.en behind a folder called `model`: its name says nothing about what the model is."""
+    folder = tmp_path / "model"
+    folder.symlink_to(packaged_tiny_en(), target_is_directory=True)
+    return folder
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [({"task": "translate"}, "task"), ({"language": "xx"}, "language"), ({"language": "de"}, "language")],
+)
+def test_an_english_only_model_is_known_by_what_it_is(
+    worker: Engine, folder_called_model: Path, change: dict[str, str], field: str
+) -> None:
+    """The check reads the loaded model, not the folder's name, and runs before the audio is fetched (this URL
+    would fail as unreachable)."""
+    error = failed(
+        {"audio": "https://scribepod.invalid/never-fetched.wav", "model": str(folder_called_model), **change}
+    )
+    assert (error.code, error.field) == ("invalid_input", field) and "English-only" in error.message
+    assert "'tiny.en'" in error.message
+
+
+def link_files(source: Path, target: Path) -> Path:
+    """A directory of links to `source`'s files: a model at a new path, without copying its weights."""
+    target.mkdir(parents=True)
+    for file in source.iterdir():
+        (target / file.name).symlink_to(file)
+    return target
+
+
+def test_the_output_names_the_model_not_its_folder(worker: Engine, folder_called_model: Path, tmp_path: Path) -> None:
+    packaged = packaged_tiny_en()
+    paths = {
+        str(folder_called_model): "tiny.en",
+        str(packaged): "tiny.en",
+        str(
+            link_files(
+                packaged, tmp_path / "hub" / "models--Systran--faster-whisper-tiny.en" / "snapshots" / ("0" * 40)
+            )
+        ): "tiny.en",
+        str(
+            link_files(packaged, tmp_path / "hub" / "models--someone--whisper-ct2" / "snapshots" / ("1" * 40))
+        ): "someone/whisper-ct2",
+        str(link_files(packaged, tmp_path / "meeting-tiny" / "model")): "meeting-tiny",
+        "tiny.en": "tiny.en",
+    }
+    for model, name in paths.items():
+        transcript = ok({"audio": str(JFK), "model": model, "diarize": False, "word_timestamps": False})
+        assert (transcript.model, "ask not what your country" in transcript.text.lower()) == (name, True), model
+
+
+@pytest.mark.parametrize(
+    ("mels", "heads", "translates"),
+    [
+        (128, [[2, 4], [2, 11], [3, 3], [3, 6], [3, 11], [3, 14]], False),  # large-v3-turbo: 4 decoder layers
+        (128, [[1, 0], [1, 1]], False),  # distil-large-v3: 2
+        (128, [[7, 0], [10, 17], [12, 18], [13, 12], [16, 1], [17, 14], [19, 11], [21, 4], [24, 1], [25, 6]], True),
+        (80, [[2, 2], [3, 0], [3, 2], [3, 3], [3, 4], [3, 5]], True),  # tiny
+    ],
+)
+def test_a_turbo_or_distil_model_is_known_by_its_shape(
+    tmp_path: Path, mels: int, heads: list[list[int]], translates: bool
+) -> None:
+    """large-v3's front end (128 mel bins) with every alignment head in decoder layers 0-3: whatever its folder is
+    called, it was not trained to translate."""
+    (tmp_path / "config.json").write_text(json.dumps({"alignment_heads": heads}))
+    model = SimpleNamespace(model=SimpleNamespace(n_mels=mels, is_multilingual=True))
+    options = TranscriptionOptions(task="translate")
+    if translates:
+        check_model(model, ResolvedModel(name="mine", path=tmp_path), options)
+        return
+    with pytest.raises(WorkerError) as raised:
+        check_model(model, ResolvedModel(name="mine", path=tmp_path), options)
+    assert (raised.value.code, raised.value.field) == ("invalid_input", "task") and "cannot translate" in str(
+        raised.value
+    )
 
 
 def test_local_paths_refused_when_not_allowed(worker: Engine, sample_dir: Path) -> None:
@@ -215,8 +333,11 @@ def test_conversations_of_several_voices(worker: Engine, tmp_path: Path, voices:
     assert right / sum(votes.values()) >= 0.95
 
 
-def test_without_vad_decoding_is_sequential_and_complete(worker: Engine, sample_dir: Path) -> None:
+def test_without_vad_decoding_is_sequential_and_complete(
+    worker: Engine, sample_dir: Path, reference_wer: dict[bool, float]
+) -> None:
     transcript = ok({"audio": str(sample_dir / "sample.wav"), "vad_filter": False, "diarize": False})
-    # Without VAD tiny.en scores ~18% here (with VAD ~12%): VAD is on by default for a reason.
-    assert word_error_rate(read_stm_text(sample_dir / "sample.stm"), transcript.text) <= 0.2
+    # Without VAD tiny.en scores worse than with it (0.18 vs 0.12 on one CPU): VAD is on by default for a reason.
+    wer = word_error_rate(read_stm_text(sample_dir / "sample.stm"), transcript.text)
+    assert wer <= reference_wer[False] + WER_MARGIN
     assert "jersey now" in transcript.text.lower()  # the last words, which fixed 30 s windows would cut

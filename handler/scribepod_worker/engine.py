@@ -91,11 +91,14 @@ class Engine:
         return self._transcribe(audio, options, self._load_model(options), progress, decode_seconds=0.0)
 
     def _load_model(self, options: TranscriptionOptions) -> tuple[str, Any]:
-        """Check the task against the model, then return the model's name and the loaded (cached) model."""
+        """Check the task against the model's name, load it (cached), check the task against what the loaded model
+        is, then return the model's name and the model."""
         model_name = options.model or self.settings.model
         asr.check_task(model_name, options)
         resolved = asr.resolve_model(model_name, self.settings)
-        return resolved.name, self._models.get(resolved.path, self.device, self.compute_type)
+        model = self._models.get(resolved.path, self.device, self.compute_type)
+        asr.check_model(model, resolved, options)
+        return resolved.name, model
 
     def _transcribe(
         self,

