@@ -123,3 +123,14 @@ def test_a_chunk_the_batched_pass_ends_early_is_completed(model: WhisperModel, c
     assert len(words) >= KEPT * len(reference)
     assert_words_in_order(words)
     assert words[-1].end > reference[-1].end - 2.0
+
+
+def test_the_speed_setting_skips_the_recovery(model: WhisperModel, stopping_early: None) -> None:
+    """SCRIBEPOD_RECOVER_SPEECH=0 (the speed side of the trade-off) leaves the batched pass's result as it is: with
+    every chunk cut short, the words it skipped stay missing."""
+    audio = load("sample")
+    recovered = default_words(model, audio)
+    result = transcribe(model, audio, TranscriptionOptions(), DEFAULT_BATCH_SIZE["cpu"], recover_speech=False)
+    fast = [word for segment in result.segments for word in segment.words]
+    assert fast and len(fast) < 0.6 * len(recovered)
+    assert_words_in_order(fast)

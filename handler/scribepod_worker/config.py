@@ -47,6 +47,7 @@ class WorkerSettings:
     fetch_timeout_s: float = 60.0
     cpu_threads: int = 0
     batch_size: int | None = None
+    recover_speech: bool = True
     s3_endpoint_url: str | None = None
 
     @classmethod
@@ -76,5 +77,6 @@ class WorkerSettings:
             fetch_timeout_s=float(os.environ.get("SCRIBEPOD_FETCH_TIMEOUT") or 60.0),
             cpu_threads=_int("SCRIBEPOD_CPU_THREADS", 0),
             batch_size=_int("SCRIBEPOD_BATCH_SIZE", 0) or None,
+            recover_speech=_flag("SCRIBEPOD_RECOVER_SPEECH", True),
             s3_endpoint_url=os.environ.get("SCRIBEPOD_S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL") or None,
         )

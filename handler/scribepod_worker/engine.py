@@ -127,6 +127,7 @@ class Engine:
                 options,
                 self.batch_size,
                 progress=(lambda fraction: _report(progress, "transcribe", low + (high - low) * fraction)),
+                recover_speech=self.settings.recover_speech,
             )
             timings["asr"] = round(time.perf_counter() - asr_started, 3)
             turns: list[SpeakerTurn] | None = None
