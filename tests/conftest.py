@@ -20,6 +20,16 @@ from servers import local_endpoint
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE_DIR = Path(os.environ.get("SCRIBEPOD_SAMPLE_DIR", ROOT / ".cache" / "sample"))
+# Real recordings with references (AMI excerpts, JFK): beside the checkout, in CI too.
+REALSPEECH = Path(os.environ.get("SCRIBEPOD_REALSPEECH_DIR", ROOT.parent / "shared" / "realspeech"))
+
+
+def realspeech(name: str) -> Path:
+    """A file of the real-speech set, or a clear failure naming where it was expected (not a libsndfile error)."""
+    path = REALSPEECH / name
+    if not path.is_file():
+        pytest.fail(f"{path} is missing: the real recordings are expected in ../shared/realspeech beside the checkout")
+    return path
 
 
 def ffmpeg(*args: str) -> None:

@@ -22,11 +22,11 @@ from scribepod_worker.diarize.builtin import BuiltinDiarizer
 from scribepod_worker.diarize.weights import FILES, fetch_command, problems, weights_dir
 from scribepod_worker.errors import WorkerError
 
+from conftest import realspeech
 from scoring import der_components, pooled_der, read_rttm, read_uem
 from synth import VOICES, accent_script, round_robin, synthesize_conversation
 
 ROOT = Path(__file__).resolve().parents[1]
-REALSPEECH = ROOT.parent / "shared" / "realspeech"
 SAMPLE_DIR = ROOT / ".cache" / "sample"
 # Held out from tuning (see bench/realspeech.py): 3 speakers, quiet far-field audio.
 HELD_OUT_CLIP = "ami_trn04"
@@ -105,9 +105,9 @@ def test_counts_clean_synthetic_voices(
 
 
 def test_held_out_meeting_clip_beats_one_label_by_far(diarizer: BuiltinDiarizer) -> None:
-    audio = _load(REALSPEECH / f"{HELD_OUT_CLIP}.wav")
-    reference = read_rttm(REALSPEECH / f"{HELD_OUT_CLIP}.rttm")
-    uem = read_uem(REALSPEECH / f"{HELD_OUT_CLIP}.uem")
+    audio = _load(realspeech(f"{HELD_OUT_CLIP}.wav"))
+    reference = read_rttm(realspeech(f"{HELD_OUT_CLIP}.rttm"))
+    uem = read_uem(realspeech(f"{HELD_OUT_CLIP}.uem"))
     turns = diarizer.diarize(audio, SpeakerCountHint())
     der = pooled_der([der_components(reference, _tuples(turns), uem)])
     one_label = pooled_der([der_components(reference, [(t.start, t.end, "one") for t in turns], uem)])
@@ -117,7 +117,7 @@ def test_held_out_meeting_clip_beats_one_label_by_far(diarizer: BuiltinDiarizer)
 
 
 def test_overlapped_speech_gets_overlapping_turns(diarizer: BuiltinDiarizer) -> None:
-    audio = _load(REALSPEECH / "ami_trn08.wav")  # 61% of its speech is overlapped
+    audio = _load(realspeech("ami_trn08.wav"))  # 61% of its speech is overlapped
     turns = diarizer.diarize(audio, SpeakerCountHint())
     overlapped = sum(
         max(0.0, min(a.end, b.end) - max(a.start, b.start))

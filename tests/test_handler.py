@@ -17,11 +17,10 @@ from scribepod_worker.engine import Engine
 from scribepod_worker.errors import WorkerError
 from scribepod_worker.transcribe import ResolvedModel, check_model, resolve_model
 
-from conftest import b64, with_settings
+from conftest import b64, realspeech, with_settings
 from scoring import diarization_error_rate, read_rttm, read_stm_text, word_error_rate
 from synth import VOICES, round_robin, synthesize_conversation
 
-JFK = Path(__file__).resolve().parent.parent.parent / "shared" / "realspeech" / "jfk.wav"
 # How much worse than the reference decoder (sequential faster-whisper, same model, beam 5) the worker may score on
 # the sample in the same run: a word in 33 of the sample's ~160. Both decoders see the same int8 arithmetic, so the
 # CPU cancels out; an absolute figure does not (the reference scored 0.12 where the old thresholds were set, 0.16
@@ -224,7 +223,9 @@ def test_the_output_names_the_model_not_its_folder(worker: Engine, folder_called
         "tiny.en": "tiny.en",
     }
     for model, name in paths.items():
-        transcript = ok({"audio": str(JFK), "model": model, "diarize": False, "word_timestamps": False})
+        transcript = ok(
+            {"audio": str(realspeech("jfk.wav")), "model": model, "diarize": False, "word_timestamps": False}
+        )
         assert (transcript.model, "ask not what your country" in transcript.text.lower()) == (name, True), model
 
 

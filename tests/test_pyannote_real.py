@@ -22,9 +22,7 @@ from scribepod_worker.decode import SAMPLE_RATE, decode_audio
 from scribepod_worker.diarize.base import SpeakerCountHint
 from scribepod_worker.engine import Engine
 
-from conftest import ROOT
-
-REALSPEECH = ROOT.parent / "shared" / "realspeech"
+from conftest import REALSPEECH, ROOT
 
 
 def _pyannote_import_error() -> str | None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,10 +19,9 @@ from scribepod.models import TranscriptionOptions
 from scribepod_worker.config import WorkerSettings
 from scribepod_worker.transcribe import DEFAULT_BATCH_SIZE, AsrWord, resolve_model, transcribe
 
-from conftest import SAMPLE_DIR
+from conftest import REALSPEECH, SAMPLE_DIR, realspeech
 from scoring import read_rttm
 
-REALSPEECH = Path(__file__).resolve().parent.parent.parent / "shared" / "realspeech"
 AMI = ["ami_dev00", "ami_dev01", "ami_trn00", "ami_trn04", "ami_trn06", "ami_trn08"]
 CLIPS = {**{name: REALSPEECH / f"{name}.wav" for name in AMI}, "jfk": REALSPEECH / "jfk.wav"}
 CLIPS["sample"] = SAMPLE_DIR / "sample.wav"
@@ -39,7 +37,8 @@ def model() -> WhisperModel:
 
 
 def load(clip: str) -> np.ndarray:
-    audio, rate = sf.read(CLIPS[clip], dtype="float32")
+    path = CLIPS[clip] if clip == "sample" else realspeech(CLIPS[clip].name)
+    audio, rate = sf.read(path, dtype="float32")
     assert rate == 16_000
     return np.asarray(audio)
 
