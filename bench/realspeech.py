@@ -8,11 +8,8 @@ pooled separately. Clean: pyannote's two-speaker sample, espeak-ng conversations
 and ~17 s of espeak-ng's default `en-us` and `en-gb` voices taking turns; there the speaker count must be right.
 
     .venv/bin/python -m bench.realspeech [--step S] [--threshold T]
-    .venv/bin/python -m bench.realspeech --speed 10   # also: job with `builtin` vs sequential faster-whisper
 
-`--speed` times, on bench/speed.py's real 10-minute recording (pyannote's sample repeated) with tiny.en on CPU:
-sequential faster-whisper (beam 5, VAD, no diarization), the whole scribepod job with SCRIBEPOD_DIARIZER=builtin, and
-the builtin diarizer alone.
+The job's speed with `builtin` against sequential faster-whisper is bench/speed.py's (`python -m bench`).
 
 The retired `lite` diarizer's figures in bench/RESULTS.md came from this script at commit 10846c9, the last with lite.
 """
@@ -21,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import sys
 import tempfile
 import time
@@ -69,11 +65,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--step", type=float, help="override BuiltinOptions.step")
     parser.add_argument("--threshold", type=float, help="override BuiltinOptions.threshold")
-    parser.add_argument("--speed", type=float, metavar="MINUTES", help="only time a job of this length (see above)")
     args = parser.parse_args(argv)
-    if args.speed:
-        run_speed(args.speed)
-        return
 
     overrides = {name: value for name in ("step", "threshold") if (value := getattr(args, name)) is not None}
     options = dataclasses.replace(BuiltinOptions(), **overrides)
@@ -132,44 +124,6 @@ def run_clean(diarizers: dict[str, Diarizer]) -> None:
                 mark = "" if found == true else " WRONG"
                 cells.append(f"{system} {found}/{true} {der:6.1%} {elapsed:5.1f}s{mark}")
             print(f"{name:<18} {audio.size / SAMPLE_RATE:5.1f}s  " + "   ".join(cells))
-
-
-def run_speed(minutes: float) -> None:
-    """Sequential faster-whisper vs the scribepod job with `builtin` diarization, same file and model, one run."""
-    from faster_whisper import WhisperModel
-
-    from bench.speed import build_recording
-    from scribepod_worker import handler
-    from scribepod_worker.engine import Engine
-    from scribepod_worker.transcribe import resolve_model
-
-    settings = WorkerSettings(model="tiny.en", device="cpu", diarizer="builtin", allow_local_files=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        recording = Path(tmp) / "recording.wav"
-        build_recording("real", minutes, recording)
-        model = WhisperModel(str(resolve_model("tiny.en", settings).path), device="cpu", compute_type="int8")
-        started = time.perf_counter()
-        segments, _ = model.transcribe(str(recording), beam_size=5, vad_filter=True)
-        for _ in segments:
-            pass
-        sequential = time.perf_counter() - started
-        del model
-        engine = Engine(settings)
-        engine.warm_up()
-        handler.set_engine(engine)
-        started = time.perf_counter()
-        output = handler.handle({"id": "bench", "input": {"audio": str(recording)}})
-        job = time.perf_counter() - started
-        assert "error" not in output, output["error"]
-        audio = load(recording)
-        started = time.perf_counter()
-        engine.diarizer().diarize(audio, SpeakerCountHint())
-        alone = time.perf_counter() - started
-    print(f"{minutes:g} min real speech, tiny.en, CPU threads {os.cpu_count()}")
-    print(f"sequential faster-whisper  {sequential:7.1f} s")
-    print(f"scribepod job (builtin)    {job:7.1f} s  = {job / sequential:.2f}x sequential")
-    print(f"  timings in the job       {output['timings']}")
-    print(f"builtin diarizer alone     {alone:7.1f} s  speakers found {len(output['speakers'])}")
 
 
 def _clean(tmp: Path) -> list[tuple[str, np.ndarray, list[Turn]]]:
