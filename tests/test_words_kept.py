@@ -71,14 +71,21 @@ def assert_words_in_order(words: list[AsrWord]) -> None:
         assert after.start >= before.end - 0.02, (before, after)
 
 
-@pytest.mark.parametrize("clip", list(CLIPS))
-def test_the_default_path_keeps_the_words_sequential_decoding_finds(model: WhisperModel, clip: str) -> None:
+def assert_words_kept(model: WhisperModel, clip: str) -> tuple[list[AsrWord], list[Any]]:
+    """The default path's words and the sequential reference's, decoded now; at least KEPT of the reference's count,
+    in time order, none twice."""
     audio = load(clip)
     reference = sequential_words(model, audio)
     words = default_words(model, audio)
     print(f"{clip}: default path {len(words)} words, sequential {len(reference)}")
     assert len(words) >= KEPT * len(reference)
     assert_words_in_order(words)
+    return words, reference
+
+
+@pytest.mark.parametrize("clip", list(CLIPS))
+def test_the_default_path_keeps_the_words_sequential_decoding_finds(model: WhisperModel, clip: str) -> None:
+    words, _ = assert_words_kept(model, clip)
     turns = long_turns(clip)
     assert clip == "jfk" or turns  # every clip but jfk has reference turns to check
     silent = [(s, e) for s, e in turns if not any(w.start < e and w.end > s for w in words)]
@@ -115,12 +122,7 @@ def stopping_early(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def test_a_chunk_the_batched_pass_ends_early_is_completed(model: WhisperModel, clip: str, stopping_early: None) -> None:
     """What the issue saw on another CPU (ami_trn08: 14 words of 82, nothing after 3.6 s), forced here: the rest of
     each chunk is decoded again, so the words come back, once each."""
-    audio = load(clip)
-    reference = sequential_words(model, audio)
-    words = default_words(model, audio)
-    print(f"{clip} cut short: default path {len(words)} words, sequential {len(reference)}")
-    assert len(words) >= KEPT * len(reference)
-    assert_words_in_order(words)
+    words, reference = assert_words_kept(model, clip)
     assert words[-1].end > reference[-1].end - 2.0
 
 
