@@ -9,6 +9,7 @@ from typing import Any, NoReturn
 
 from scribepod.models import Transcript
 from scribepod_worker import handler, startup
+from scribepod_worker.logs import configure_logging
 
 log = logging.getLogger("scribepod_worker")
 
@@ -34,8 +35,7 @@ def _fail_start(error: startup.StartupError) -> NoReturn:
 
 
 def main() -> None:
-    log_level = os.environ.get("SCRIBEPOD_LOG_LEVEL", "INFO")
-    logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging()
     local_test = "--rp_serve_api" not in sys.argv and not os.environ.get("RUNPOD_WEBHOOK_GET_JOB")
     if local_test:
         # RunPod's logger defaults to DEBUG and would print the whole JSON result three times over the transcript.

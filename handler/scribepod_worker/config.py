@@ -45,6 +45,8 @@ class WorkerSettings:
     max_download_bytes: int = 2 * 1024**3
     max_base64_bytes: int = 200 * 1024**2
     fetch_timeout_s: float = 60.0
+    fetch_deadline_s: float = 900.0
+    max_loaded_models: int = 2
     cpu_threads: int = 0
     batch_size: int | None = None
     recover_speech: bool = True
@@ -69,12 +71,14 @@ class WorkerSettings:
             diarizer=diarizer,  # type: ignore[arg-type]
             pyannote_dir=Path(pyannote_dir) if pyannote_dir else None,
             diarizer_weights=Path(diarizer_weights) if diarizer_weights else None,
-            allow_local_files=_flag("SCRIBEPOD_ALLOW_LOCAL_FILES", not deployed_on_runpod()),
+            allow_local_files=_flag("SCRIBEPOD_ALLOW_LOCAL_FILES", False),
             allow_private_urls=_flag("SCRIBEPOD_ALLOW_PRIVATE_URLS", False),
             max_audio_seconds=float(os.environ.get("SCRIBEPOD_MAX_AUDIO_SECONDS") or 4 * 3600),
             max_download_bytes=_int("SCRIBEPOD_MAX_DOWNLOAD_BYTES", 2 * 1024**3),
             max_base64_bytes=_int("SCRIBEPOD_MAX_BASE64_BYTES", 200 * 1024**2),
             fetch_timeout_s=float(os.environ.get("SCRIBEPOD_FETCH_TIMEOUT") or 60.0),
+            fetch_deadline_s=float(os.environ.get("SCRIBEPOD_FETCH_DEADLINE") or 900.0),
+            max_loaded_models=max(1, _int("SCRIBEPOD_MAX_LOADED_MODELS", 2)),
             cpu_threads=_int("SCRIBEPOD_CPU_THREADS", 0),
             batch_size=_int("SCRIBEPOD_BATCH_SIZE", 0) or None,
             recover_speech=_flag("SCRIBEPOD_RECOVER_SPEECH", True),
