@@ -30,7 +30,8 @@ from scribepod import (
 )
 
 from conftest import API_KEY, ffmpeg
-from servers import FaultProxy, free_port, moto_s3_server
+from faultproxy import FaultProxy, delay, reject, reset_after, reset_before
+from servers import free_port, moto_s3_server
 
 
 @pytest.fixture
@@ -237,8 +238,8 @@ def test_client_needs_an_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_transient_faults_are_retried_and_each_job_completes_once(endpoint: str, sample_dir: Path) -> None:
     proxy = FaultProxy(endpoint)
-    proxy.plan("/runsync", ("status", 429, {"Retry-After": "1"}), ("status", 503, {}))
-    proxy.plan("/status", ("status", 500, {}), ("drop",), ("stall", 3.0), ("status", 502, {}))
+    proxy.plan("POST", "/runsync", reject(429, Retry_After="1"), reject(429))
+    proxy.plan("GET", "/status", reject(500), reset_before(), delay(3.0), reject(502))
     before = health_counts(endpoint)
     with proxy.running() as url, Client(base_url=url, request_timeout=2.0, timeout=120) as client:
         transcript = client.transcribe(sample_dir / "sample.wav", diarize=False)
@@ -247,12 +248,12 @@ def test_transient_faults_are_retried_and_each_job_completes_once(endpoint: str,
     assert transcript.text and second.text
     after = health_counts(endpoint)
     assert after["completed"] - before["completed"] == 2  # two jobs, each exactly once
-    assert proxy.count("POST", "/runsync") == 3  # 429 (after which it waited Retry-After), 503, then through
+    assert proxy.count("POST", "/runsync") == 3  # 429 (after which it waited Retry-After), 429, then through
 
 
 def test_client_errors_are_not_retried(endpoint: str, sample_dir: Path) -> None:
     proxy = FaultProxy(endpoint)
-    proxy.plan("/runsync", ("status", 400, {}))
+    proxy.plan("POST", "/runsync", reject(400))
     with proxy.running() as url, Client(base_url=url) as client, pytest.raises(InvalidInput, match="HTTP 400"):
         client.transcribe(sample_dir / "sample.wav")
     assert proxy.count("POST", "/runsync") == 1
@@ -261,18 +262,19 @@ def test_client_errors_are_not_retried(endpoint: str, sample_dir: Path) -> None:
 def test_ambiguous_submission_is_not_repeated(endpoint: str, sample_dir: Path) -> None:
     """POST /run reached the endpoint but the answer was lost: repeating it could queue a duplicate job."""
     proxy = FaultProxy(endpoint)
-    proxy.plan("/run", ("drop_after",))
+    proxy.plan("POST", "/run", reset_after())
     before = health_counts(endpoint)
-    with proxy.running() as url, Client(base_url=url) as client, pytest.raises(SubmissionUncertain):
+    with proxy.running() as url, Client(base_url=url) as client, pytest.raises(SubmissionUncertain) as raised:
         client.submit(sample_dir / "sample.wav", diarize=False)
     assert proxy.count("POST", "/run") == 1
+    assert raised.value.request == "POST /run" and raised.value.status_code is None
     counts = health_counts(endpoint)
-    assert sum(counts.values()) - sum(before.values()) == 1  # exactly one job was created
+    assert sum(counts.values()) - sum(before.values()) == len(proxy.created_jobs()) == 1  # one job was created
 
 
 def test_persistent_outage_gives_up_in_bounded_time(sample_dir: Path) -> None:
     proxy = FaultProxy("http://127.0.0.1:9")
-    proxy.plan("/status", *[("status", 503, {"Retry-After": "0"})] * 10)
+    proxy.plan("GET", "/status", *[reject(503, Retry_After="0")] * 10)
     with proxy.running() as url, Client(base_url=url, max_retries=3) as client, pytest.raises(EndpointUnavailable):
         client.job("some-job").status()
     assert proxy.count("GET", "/status") == 3

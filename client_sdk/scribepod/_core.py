@@ -25,15 +25,16 @@ from scribepod.errors import (
     SubmissionUncertain,
 )
 from scribepod.models import JobInfo, Transcript
+from scribepod.redaction import redact
 
 DEFAULT_BASE_URL = "https://api.runpod.ai/v2/{endpoint_id}"
 # RunPod's request size limits: /run takes 10 MB, /runsync 20 MB. A little headroom for headers and options.
 RUN_PAYLOAD_LIMIT = 10_000_000 - 64_000
 RUNSYNC_PAYLOAD_LIMIT = 20_000_000 - 64_000
 FINAL_STATUSES = frozenset({"COMPLETED", "FAILED", "CANCELLED", "TIMED_OUT"})
-# 429 means "rejected, not queued"; 503 is what gateways answer before a request reaches the API. Other 5xx may
-# have been answered after the job was created.
-_REJECTED_BEFORE_PROCESSING = frozenset({429, 503})
+# RunPod answers 429 (rate limit, queue full) before anything is queued. A 5xx may come from a proxy or gateway
+# after the API created the job, so for a submission it proves nothing (see retry_arguments).
+_REJECTED_BEFORE_PROCESSING = frozenset({429})
 _TRANSIENT_STATUSES = frozenset({429, 500, 502, 503, 504})
 
 
@@ -64,7 +65,7 @@ class JobState:
 
 def parse_job(body: Mapping[str, Any]) -> JobState:
     if "id" not in body or "status" not in body:
-        raise EndpointUnavailable(f"the endpoint answered without a job id or status: {str(body)[:200]}")
+        raise EndpointUnavailable(f"the endpoint answered without a job id or status: {redact(str(body))[:200]}")
 
     def seconds(key: str) -> float | None:
         value = body.get(key)
@@ -100,7 +101,7 @@ def job_failure(state: JobState) -> ScribepodError:
             return JobFailed(str(error["code"]), str(error["message"]), error.get("field"), job_id=state.id)
         if "error_message" in error:  # runpod-python's report of an exception that escaped a handler
             return JobFailed("internal", str(error["error_message"]), job_id=state.id)
-    return JobFailed("internal", f"job failed without an error message ({str(error)[:200]})", job_id=state.id)
+    return JobFailed("internal", f"job failed without an error message ({redact(str(error))[:200]})", job_id=state.id)
 
 
 def transcript_of(state: JobState, provider: str = "runpod") -> Transcript:
@@ -135,7 +136,7 @@ def check_response(response: httpx.Response, job_id: str | None = None) -> Any:
             return response.json()
         except ValueError:
             raise EndpointUnavailable(f"the endpoint answered HTTP {status} with a body that is not JSON") from None
-    detail = response.text[:500]
+    detail = redact(response.text)[:500]  # redacted before it is cut, so no part of a secret is left
     if status in _TRANSIENT_STATUSES:
         raise TransientStatus(status, _retry_after(response.headers.get("retry-after")), detail)
     if status in (401, 403):
@@ -163,7 +164,14 @@ def retry_arguments(*, idempotent: bool, attempts: int, max_seconds: float) -> d
 
     Safe to repeat (idempotent): GET /status, /stream, /health and POST /cancel: every transport error, 429 and
     5xx is retried. Not safe: POST /run and /runsync, because a repeat can create a duplicate job: only failures
-    that prove the request was not processed are retried (no connection made, 429, 503).
+    that prove the request was not processed are retried: no connection made, and 429, which RunPod answers before
+    anything is queued. A 502, 503 or 504 is not such a proof: a proxy or gateway answers it when it lost the API's
+    answer, which may come after the job was created (in fault tests, retrying them made 1 to 3 duplicates in 20).
+    Those, a 500, and a connection lost after the request was sent end as `SubmissionUncertain`.
+
+    Why not make the submission idempotent instead: RunPod's API takes no idempotency key (a request carries
+    `input`, `webhook`, `policy` and `s3Config`; runpod-python sends none, and its urllib3 Retry repeats only 408
+    and 429, never for POST), and it has no call that lists jobs, so a lost answer cannot be looked up either.
     """
 
     def transient(error: BaseException) -> bool:
@@ -190,14 +198,23 @@ def retry_arguments(*, idempotent: bool, attempts: int, max_seconds: float) -> d
 
 def final_error(error: BaseException, *, idempotent: bool, what: str) -> ScribepodError:
     """What to raise once retries are over (or were not allowed) for a transport error or transient status."""
+    status_code = error.status_code if isinstance(error, TransientStatus) else None
     if not idempotent and not (
         isinstance(error, httpx.ConnectError | httpx.ConnectTimeout | httpx.PoolTimeout)
-        or (isinstance(error, TransientStatus) and error.status_code in _REJECTED_BEFORE_PROCESSING)
+        or status_code in _REJECTED_BEFORE_PROCESSING
     ):
         return SubmissionUncertain(
-            f"{what} failed after it may have reached the endpoint ({error}); not repeated, to avoid a duplicate job"
+            f"{what} failed after it may have reached the endpoint ({_describe(error)}); not repeated, to avoid "
+            "a duplicate job",
+            request=what,
+            status_code=status_code,
         )
-    return EndpointUnavailable(f"{what} failed: {error}")
+    return EndpointUnavailable(f"{what} failed: {_describe(error)}")
+
+
+def _describe(error: BaseException) -> str:
+    """An error's text, or its class for httpx errors that have none (a read timeout can be "")."""
+    return str(error) or type(error).__name__
 
 
 def poll_delays(first: float = 0.25, factor: float = 1.6, cap: float = 5.0) -> Iterator[float]:
@@ -207,11 +224,6 @@ def poll_delays(first: float = 0.25, factor: float = 1.6, cap: float = 5.0) -> I
     while True:
         yield delay * random.uniform(0.8, 1.2)
         delay = min(cap, delay * factor)
-
-
-def redact(text: str, secret: str | None) -> str:
-    """Remove the API key from anything that might be shown or logged."""
-    return text.replace(secret, "***") if secret else text
 
 
 ProgressCallback = Callable[[dict[str, Any]], None]

@@ -41,6 +41,9 @@ Step = Call | Sleep
 Flow = Generator[Step, Any, Any]
 
 _SYNC_WAIT_S = 60.0  # how long one /runsync call holds the connection before falling back to polling
+# How much later than its ?wait= a /runsync answer may come before the SDK stops waiting. The request was sent, so
+# giving up makes the submission uncertain: the margin is wide, for a busy endpoint's and a proxy's own delays.
+_SYNC_ANSWER_MARGIN_S = 60.0
 _CANCEL_ATTEMPT_TIMEOUT_S = 10.0
 
 
@@ -71,12 +74,21 @@ def cancel(job_id: str) -> Flow:
 
 
 def run_and_wait(
-    body: dict[str, Any], timeout: float | None, on_progress: ProgressCallback | None, provider: str = "runpod"
+    body: dict[str, Any],
+    timeout: float | None,
+    on_progress: ProgressCallback | None,
+    provider: str = "runpod",
+    *,
+    sync: bool,
 ) -> Flow:
-    """Submit and wait. Without a progress callback the job goes through /runsync, which answers the moment the
-    job completes (one request, no polling delay); if the sync wait ends first, polling takes over."""
+    """Submit and wait. With `sync` the job goes through /runsync, which answers the moment the job completes (one
+    request, no polling delay); if the sync wait ends first, polling takes over. Otherwise through /run, which
+    answers at once with the job id, then polling.
+
+    /runsync is asked to answer within an explicit ?wait=, and the SDK waits `_SYNC_ANSWER_MARGIN_S` longer, so
+    an endpoint that keeps to ?wait= never leaves a submission uncertain however long its queue."""
     deadline = None if timeout is None else time.monotonic() + timeout
-    if on_progress is None:
+    if sync:
         wait_s = _SYNC_WAIT_S if deadline is None else max(1.0, min(_SYNC_WAIT_S, deadline - time.monotonic()))
         answer = yield Call(
             "POST",
@@ -85,7 +97,7 @@ def run_and_wait(
             what="POST /runsync",
             json=body,
             params={"wait": int(wait_s * 1000)},
-            timeout=wait_s + 30.0,
+            timeout=wait_s + _SYNC_ANSWER_MARGIN_S,
         )
         state = parse_job(answer)
     else:

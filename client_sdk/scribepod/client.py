@@ -31,13 +31,13 @@ from scribepod._core import (
     final_error,
     parse_job,
     poll_delays,
-    redact,
     retry_arguments,
 )
 from scribepod._local import LocalEngine
 from scribepod._sources import PreparedAudio, S3Settings, Source, delete_upload, describe, prepare
 from scribepod.errors import EndpointUnavailable, InvalidInput, ScribepodError
 from scribepod.models import Transcript, TranscriptionOptions
+from scribepod.redaction import redact, register_secret
 
 log = logging.getLogger("scribepod")
 
@@ -66,6 +66,7 @@ class _ClientBase:
             raise ValueError(f"fallback must be 'never', 'on_error' or 'local_only', not {fallback!r}")
         self.endpoint_id = endpoint_id or os.environ.get("SCRIBEPOD_ENDPOINT_ID") or None
         self._api_key = api_key or os.environ.get("RUNPOD_API_KEY") or None
+        register_secret(self._api_key)
         base = base_url or os.environ.get("SCRIBEPOD_BASE_URL") or None
         if base is None and self.endpoint_id is not None:
             base = DEFAULT_BASE_URL.format(endpoint_id=self.endpoint_id)
@@ -82,10 +83,13 @@ class _ClientBase:
         if s3 is None and s3_bucket:
             s3 = S3Settings(bucket=s3_bucket, endpoint_url=s3_endpoint_url)
         self.s3 = s3 or S3Settings.from_env()
+        if self.s3 is not None:
+            register_secret(self.s3.access_key_id)
+            register_secret(self.s3.secret_access_key)
         self._local = LocalEngine() if fallback != "never" else None
 
-    def __repr__(self) -> str:  # never shows the API key
-        return f"{type(self).__name__}(base_url={self.base_url!r}, fallback={self.fallback!r})"
+    def __repr__(self) -> str:  # never shows the API key, nor a password in the base URL
+        return f"{type(self).__name__}(base_url={redact(self.base_url or '')!r}, fallback={self.fallback!r})"
 
     def _headers(self) -> dict[str, str]:
         headers = {"User-Agent": f"scribepod-python/{_VERSION}", "Accept": "application/json"}
@@ -103,7 +107,7 @@ class _ClientBase:
         return {"params": call.params, "json": call.json, "timeout": timeout}
 
     def _failed(self, error: BaseException, call: _flows.Call) -> ScribepodError:
-        return final_error(error, idempotent=call.idempotent, what=redact(call.what, self._api_key))
+        return final_error(error, idempotent=call.idempotent, what=call.what)
 
     @staticmethod
     def _options(options: dict[str, Any]) -> dict[str, Any]:
@@ -136,12 +140,22 @@ class _ClientBase:
         options: dict[str, Any],
         timeout: float | None,
         on_progress: ProgressCallback | None,
+        batch: bool,
     ) -> _flows.Flow:
-        return _flows.run_and_wait(self._body(prepared, options, None), self._wait_seconds(timeout), on_progress)
+        """One job, through /runsync for a single call without progress, else through /run and polling.
+
+        A batch submits through /run: its jobs wait in the endpoint's queue anyway, so holding a /runsync connection
+        for each gains nothing, and /run answers at once, so a slow answer is never mistaken for a lost submission.
+        Only a batch input too large for /run (10 MB) goes through /runsync (20 MB)."""
+        inline_size = sum(len(value) for value in prepared.fields.values()) + len(json.dumps(options)) + 64
+        sync = on_progress is None and (not batch or inline_size > RUN_PAYLOAD_LIMIT)
+        return _flows.run_and_wait(
+            self._body(prepared, options, None), self._wait_seconds(timeout), on_progress, sync=sync
+        )
 
     @staticmethod
     def _payload_limit(on_progress: ProgressCallback | None) -> int:
-        """Without progress the job goes through /runsync (20 MB); with it, through /run (10 MB)."""
+        """Without progress the job may go through /runsync (20 MB); with it, through /run (10 MB)."""
         return RUNSYNC_PAYLOAD_LIMIT if on_progress is None else RUN_PAYLOAD_LIMIT
 
     def _cleanup(self, prepared: PreparedAudio) -> None:
@@ -212,6 +226,17 @@ class Client(_ClientBase):
         **options: Any,
     ) -> Transcript:
         """Transcribe one input and wait for the result (options: the contract's request fields)."""
+        return self._transcribe(source, timeout, on_progress, options, batch=False)
+
+    def _transcribe(
+        self,
+        source: Source,
+        timeout: float | None,
+        on_progress: ProgressCallback | None,
+        options: dict[str, Any],
+        *,
+        batch: bool,
+    ) -> Transcript:
         clean = self._options(options)
         if self.fallback == "local_only":
             assert self._local is not None
@@ -219,7 +244,7 @@ class Client(_ClientBase):
         try:
             prepared = self._prepare(source, clean, self._payload_limit(on_progress))
             try:
-                return self._drive(self._run_and_wait(prepared, clean, timeout, on_progress))  # type: ignore[no-any-return]
+                return self._drive(self._run_and_wait(prepared, clean, timeout, on_progress, batch))  # type: ignore[no-any-return]
             finally:
                 self._cleanup(prepared)
         except ScribepodError as error:
@@ -241,13 +266,16 @@ class Client(_ClientBase):
     def transcribe_many(
         self, sources: Sequence[Source], *, concurrency: int = 8, **options: Any
     ) -> list[Transcript | ScribepodError]:
-        """Fan out over the endpoint's workers; one entry per source, in order: its transcript or its error."""
+        """Fan out over the endpoint's workers; one entry per source, in order: its transcript or its error.
+
+        Each job is submitted through /run and polled (see `_run_and_wait`), so however long the endpoint's queue,
+        no submission is left uncertain for want of an answer."""
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
 
         def one(source: Source) -> Transcript | ScribepodError:
             try:
-                return self.transcribe(source, **options)
+                return self._transcribe(source, None, None, options, batch=True)
             except ScribepodError as error:
                 return error
 
@@ -366,6 +394,17 @@ class AsyncClient(_ClientBase):
         on_progress: ProgressCallback | None = None,
         **options: Any,
     ) -> Transcript:
+        return await self._transcribe(source, timeout, on_progress, options, batch=False)
+
+    async def _transcribe(
+        self,
+        source: Source,
+        timeout: float | None,
+        on_progress: ProgressCallback | None,
+        options: dict[str, Any],
+        *,
+        batch: bool,
+    ) -> Transcript:
         clean = self._options(options)
         if self.fallback == "local_only":
             assert self._local is not None
@@ -373,7 +412,7 @@ class AsyncClient(_ClientBase):
         try:
             prepared = await asyncio.to_thread(self._prepare, source, clean, self._payload_limit(on_progress))
             try:
-                return await self._drive(self._run_and_wait(prepared, clean, timeout, on_progress))  # type: ignore[no-any-return]
+                return await self._drive(self._run_and_wait(prepared, clean, timeout, on_progress, batch))  # type: ignore[no-any-return]
             finally:
                 await asyncio.to_thread(self._cleanup, prepared)
         except ScribepodError as error:
@@ -400,7 +439,7 @@ class AsyncClient(_ClientBase):
         async def one(source: Source) -> Transcript | ScribepodError:
             async with gate:
                 try:
-                    return await self.transcribe(source, **options)
+                    return await self._transcribe(source, None, None, options, batch=True)
                 except ScribepodError as error:
                     return error
 

@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from scribepod.redaction import redact
+
 
 class ScribepodError(Exception):
-    """Base class of every error the SDK raises."""
+    """Base class of every error the SDK raises. Its message is redacted here, once for every subclass: messages
+    quote response bodies, URLs and worker errors, which may carry an API key, a URL password or a signature."""
+
+    def __init__(self, message: str = "") -> None:
+        super().__init__(redact(message))
 
 
 class JobFailed(ScribepodError):
@@ -13,7 +19,7 @@ class JobFailed(ScribepodError):
     def __init__(self, code: str, message: str, field: str | None = None, job_id: str | None = None) -> None:
         super().__init__(f"{code}: {message}" + (f" (field {field!r})" if field else ""))
         self.code = code
-        self.message = message
+        self.message = redact(message)
         self.field = field
         self.job_id = job_id
 
@@ -44,7 +50,16 @@ class EndpointUnavailable(ScribepodError):
 
 class SubmissionUncertain(EndpointUnavailable):
     """A POST /run or /runsync failed after it may have reached the endpoint; it was not repeated, because a
-    repeated submission can create a duplicate job. The job may or may not exist."""
+    repeated submission can create a duplicate job. The job may or may not exist, and its id is not known.
+
+    `request` names the call ("POST /run"); `status_code` is the HTTP status that ended it (502, 503, 504, 500),
+    or None when the connection failed after the request was sent. Submitting again is the caller's decision: it
+    runs the job twice if the first one was queued."""
+
+    def __init__(self, message: str, *, request: str, status_code: int | None = None) -> None:
+        super().__init__(message)
+        self.request = request
+        self.status_code = status_code
 
 
 class PayloadTooLarge(ScribepodError):
