@@ -98,7 +98,9 @@ def test_runsync_failure_then_success(api: str, sample_dir: Path) -> None:
     error = ErrorInfo.model_validate(json.loads(body["error"]))
     assert (error.code, error.field) == ("invalid_input", "audio")
     body = httpx.post(
-        f"{api}/runsync", json={"input": {"audio": str(sample_dir / "sample.wav"), "diarize": False}}, timeout=120
+        f"{api}/runsync",
+        json={"input": {"audio_base64": b64(sample_dir / "sample.wav"), "diarize": False}},
+        timeout=120,
     ).json()
     assert body["status"] == "COMPLETED" and body["output"]["text"]
 

@@ -15,7 +15,7 @@ from scribepod_worker import handler, startup
 from scribepod_worker.config import DiarizerName, WorkerSettings
 from scribepod_worker.engine import Engine
 
-from conftest import ROOT
+from conftest import ROOT, b64
 from servers import LOCAL_WORKER_ENV
 
 GIB = 1024**3
@@ -51,8 +51,9 @@ def test_deployed_worker_without_its_default_model_exits_naming_what_the_image_h
 
 
 def test_local_run_without_the_default_model_only_warns_and_serves(tmp_path: Path, sample_dir: Path) -> None:
-    job = {"input": {"audio": str(sample_dir / "sample.wav"), "model": "tiny.en", "diarize": False}}
-    result = start_worker({"SCRIBEPOD_MODEL": "large-v3"}, "--test_input", json.dumps(job), cwd=tmp_path)
+    job = {"input": {"audio_base64": b64(sample_dir / "sample.wav"), "model": "tiny.en", "diarize": False}}
+    (tmp_path / "test_input.json").write_text(json.dumps(job))  # too long for --test_input on the command line
+    result = start_worker({"SCRIBEPOD_MODEL": "large-v3"}, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "warm-up incomplete: model 'large-v3' is not present" in result.stderr
     assert "start-up check failed" not in result.stderr and "--- transcript" in result.stdout

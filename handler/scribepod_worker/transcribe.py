@@ -13,6 +13,7 @@ import itertools
 import json
 import re
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -24,6 +25,7 @@ from scribepod.models import TranscriptionOptions
 from scribepod_worker.config import WorkerSettings
 from scribepod_worker.decode import SAMPLE_RATE
 from scribepod_worker.errors import WorkerError
+from scribepod_worker.stop import StopSignal
 
 ProgressCallback = Callable[[float], None]
 
@@ -56,6 +58,8 @@ CHUNK_SECONDS = 30
 # word timings add a few tenths either way. Longer stretches without words are speech the batched pass skipped.
 RECOVER_GAP_S = 1.5
 RECOVER_TAIL_S = 1.0
+# Longest model name a job may give (a folder name; the longest known one is 17 characters).
+MAX_MODEL_NAME = 100
 
 
 # Folder names that say nothing about the model inside: `model`, `models`, a cache's `snapshots` or commit hash.
@@ -99,24 +103,77 @@ def _is_model_dir(path: Path) -> bool:
 
 
 def resolve_model(name: str, settings: WorkerSettings) -> ResolvedModel:
-    """Map a model name or path to a CTranslate2 directory on this machine, never to a download."""
-    candidates: list[Path] = []
-    as_path = Path(name).expanduser()
-    if as_path.is_absolute() or name.startswith("."):
-        candidates.append(as_path)
+    """The model directory a job's `name` stands for, from this worker's list only (see `available_models`).
+
+    A job names a model; only the operator's settings give paths (`settings.model` may be one, and a job that names
+    it exactly gets it). Anything else (a path, `.`/`..`, a name too long to be one, a model not on the list) is
+    `model_unavailable` with the names on offer, and never a path of this machine, nor a download.
+    """
+    if name == settings.model:
+        path = _default_model_dir(settings)
+        if path is not None:
+            return ResolvedModel(name=name if not _is_path(name) else model_name_of(path), path=path)
+    elif _plain_name(name):
+        path = available_models(settings).get(name)
+        if path is not None:
+            return ResolvedModel(name=name, path=path)
+    raise _unavailable(name, settings)
+
+
+def available_models(settings: WorkerSettings) -> dict[str, Path]:
+    """The models jobs may name, name -> directory: the operator's default (under the name the output gives it),
+    each model folder directly inside SCRIBEPOD_MODEL_DIR, and the packaged tiny.en."""
+    found: dict[str, Path] = {}
+    default = _default_model_dir(settings)
+    if default is not None:
+        found[model_name_of(default) if _is_path(settings.model) else settings.model] = default
     if settings.model_dir is not None:
-        candidates.append(settings.model_dir / name)
-    for candidate in candidates:
-        if _is_model_dir(candidate):
-            return ResolvedModel(name=name if candidate != as_path else model_name_of(candidate), path=candidate)
-    if name == "tiny.en":
-        packaged = _packaged_tiny_en()
-        if packaged is not None:
-            return ResolvedModel(name=name, path=packaged)
-    where = ", ".join(str(path) for path in candidates) or "no SCRIBEPOD_MODEL_DIR is set"
-    raise WorkerError(
-        "model_unavailable", f"model {name!r} is not present on this worker (looked in: {where})", "model"
-    )
+        try:
+            folders = sorted(settings.model_dir.iterdir())
+        except OSError:
+            folders = []
+        for folder in folders:
+            if _plain_name(folder.name) and _is_model_dir(folder):
+                found.setdefault(folder.name, folder)
+    packaged = _packaged_tiny_en()
+    if packaged is not None:
+        found.setdefault("tiny.en", packaged)
+    return found
+
+
+def _default_model_dir(settings: WorkerSettings) -> Path | None:
+    """The operator's SCRIBEPOD_MODEL: a path to a model directory, or a name looked up like a job's."""
+    name = settings.model
+    if _is_path(name):
+        path = Path(name).expanduser()
+        return path if _is_model_dir(path) else None
+    if not _plain_name(name):
+        return None
+    if settings.model_dir is not None and _is_model_dir(settings.model_dir / name):
+        return settings.model_dir / name
+    return _packaged_tiny_en() if name == "tiny.en" else None
+
+
+def _is_path(name: str) -> bool:
+    return name.startswith((".", "~")) or "/" in name or "\\" in name or Path(name).is_absolute()
+
+
+def _plain_name(name: str) -> bool:
+    """A folder name and nothing more: no separator, not `.` or `..`, no NUL, short enough for any filesystem."""
+    return 0 < len(name) <= MAX_MODEL_NAME and not _is_path(name) and "\0" not in name and name not in (".", "..")
+
+
+def _unavailable(name: str, settings: WorkerSettings) -> WorkerError:
+    offered = ", ".join(sorted(available_models(settings))) or "none"
+    if _plain_name(name):
+        asked = f"model {name!r} is not present on this worker"
+    elif name == settings.model:
+        asked = "the directory SCRIBEPOD_MODEL names holds no CTranslate2 model (model.bin and config.json)"
+    elif len(name) > MAX_MODEL_NAME:
+        asked = f"a model name of {len(name)} characters is not one of this worker's"
+    else:
+        asked = "a job names a model from this worker's list, not a path"
+    return WorkerError("model_unavailable", f"{asked}; available: {offered}", "model")
 
 
 def model_name_of(path: Path) -> str:
@@ -214,34 +271,47 @@ def _cannot_translate(model_name: str) -> WorkerError:
 
 
 class ModelCache:
-    """One loaded WhisperModel per (path, device, compute type); loading is serialized, use is shared."""
+    """Loaded WhisperModels by (real directory, device, compute type), at most `max_loaded` of them: the least
+    recently used goes when another must load. Every spelling of one directory (a link, `a/../a`) is one entry.
+    A job holds its own reference, so an eviction never pulls a model from under a running job; its memory goes
+    when the last job using it ends. Loading is serialized, use is shared."""
 
-    def __init__(self, cpu_threads: int = 0) -> None:
-        self._models: dict[tuple[Path, str, str], Any] = {}
+    def __init__(self, cpu_threads: int = 0, max_loaded: int = 2) -> None:
+        self._models: OrderedDict[tuple[Path, str, str], Any] = OrderedDict()
         self._lock = threading.Lock()
         self._cpu_threads = cpu_threads
+        self._max_loaded = max(1, max_loaded)
+
+    def __len__(self) -> int:
+        return len(self._models)
 
     def get(self, path: Path, device: str, compute_type: str) -> Any:
-        key = (path, device, compute_type)
+        key = (path.resolve(), device, compute_type)
         with self._lock:
-            if key not in self._models:
-                from faster_whisper import WhisperModel
+            if key in self._models:
+                self._models.move_to_end(key)
+                return self._models[key]
+            from faster_whisper import WhisperModel
 
-                try:
-                    self._models[key] = WhisperModel(
-                        str(path),
-                        device=device,
-                        compute_type=compute_type,
-                        cpu_threads=self._cpu_threads,
-                        local_files_only=True,
-                    )
-                except (RuntimeError, ValueError, OSError) as error:
-                    raise WorkerError(
-                        "model_unavailable",
-                        f"model at {path} could not be loaded on {device}/{compute_type}: {error}",
-                        "model",
-                    ) from None
-            return self._models[key]
+            while len(self._models) >= self._max_loaded:  # before loading: the bound holds while it loads too
+                self._models.popitem(last=False)
+            try:
+                model = WhisperModel(
+                    str(key[0]),
+                    device=device,
+                    compute_type=compute_type,
+                    cpu_threads=self._cpu_threads,
+                    local_files_only=True,
+                )
+            except (RuntimeError, ValueError, OSError) as error:
+                message = str(error).replace(str(key[0]), "its directory").replace(str(path), "its directory")
+                raise WorkerError(
+                    "model_unavailable",
+                    f"model {model_name_of(path)!r} could not be loaded on {device}/{compute_type}: {message}",
+                    "model",
+                ) from None
+            self._models[key] = model
+            return model
 
 
 def transcribe(
@@ -252,6 +322,7 @@ def transcribe(
     progress: ProgressCallback | None = None,
     *,
     recover_speech: bool = True,
+    stop: StopSignal | None = None,
 ) -> AsrResult:
     """Run faster-whisper over 16 kHz mono audio; batched unless `batch_size` is 1.
 
@@ -263,7 +334,32 @@ def transcribe(
     speech chunk and every chunk's features for its whole input at once (measured +0.8 GB per 30 minutes), so one
     call over two hours would need gigabytes. Per block the cost is bounded; the language detected in the first
     block with speech is kept for the rest, so a file is not transcribed in two languages by accident.
+
+    `stop` is checked before each block, every 32 s of audio in the VAD, after each segment (faster-whisper yields
+    them as each batch or window is decoded) and before each recovery decode, so a stopped job ends with the batch
+    in hand.
     """
+    check = stop.check if stop is not None else _never
+    install_sliced_vad()
+    _vad_check.check = check  # faster-whisper runs the VAD on this thread, in either path
+    try:
+        return _transcribe_blocks(
+            model, audio, options, default_batch_size, progress, recover_speech=recover_speech, check=check
+        )
+    finally:
+        _vad_check.check = _never
+
+
+def _transcribe_blocks(
+    model: Any,
+    audio: np.ndarray,
+    options: TranscriptionOptions,
+    default_batch_size: int,
+    progress: ProgressCallback | None,
+    *,
+    recover_speech: bool,
+    check: Callable[[], None],
+) -> AsrResult:
     duration = audio.size / SAMPLE_RATE
     kwargs: dict[str, Any] = {
         "language": options.language,
@@ -279,6 +375,7 @@ def transcribe(
     collected: list[AsrSegment] = []
     info: Any = None
     for first, last in block_bounds(audio):
+        check()
         block = audio[first:last]  # a view, not a copy
         offset = first / SAMPLE_RATE
         if batch_size == 1 or not options.vad_filter:
@@ -288,10 +385,11 @@ def transcribe(
             segments: Iterable[AsrSegment] = (_segment(segment, offset) for segment in found)
         else:
             segments, block_info = _transcribe_batched(
-                model, block, batch_size, kwargs, offset=offset, recover_speech=recover_speech
+                model, block, batch_size, kwargs, offset=offset, recover_speech=recover_speech, check=check
             )
         before = len(collected)
         for segment in segments:
+            check()
             collected.append(segment)
             if progress is not None and duration > 0:
                 progress(min(1.0, segment.end / duration))
@@ -305,7 +403,14 @@ def transcribe(
 
 
 def _transcribe_batched(
-    model: Any, block: np.ndarray, batch_size: int, kwargs: dict[str, Any], *, offset: float, recover_speech: bool
+    model: Any,
+    block: np.ndarray,
+    batch_size: int,
+    kwargs: dict[str, Any],
+    *,
+    offset: float,
+    recover_speech: bool,
+    check: Callable[[], None],
 ) -> tuple[Iterator[AsrSegment], Any]:
     """faster-whisper's batched pipeline over one block, completed sequentially where it stops short.
 
@@ -343,7 +448,7 @@ def _transcribe_batched(
     def segments() -> Iterator[AsrSegment]:
         for (first, last), batched in zip(chunks, _per_chunk(found, chunks, model.frames_per_second), strict=True):
             kept = (
-                _completed(model, concat[first:last], first / SAMPLE_RATE, batched, again)
+                _completed(model, concat[first:last], first / SAMPLE_RATE, batched, again, check=check)
                 if recover_speech
                 else batched
             )
@@ -351,6 +456,67 @@ def _transcribe_batched(
                 yield _restored(_within(segment, last / SAMPLE_RATE), restore, offset)
 
     return segments(), info
+
+
+def _never() -> None:
+    """The stop check of a job that cannot be stopped."""
+
+
+# The stop check of the job whose VAD runs on this thread (see `SlicedVad`).
+_vad_check = threading.local()
+# Silero windows per ONNX call: 32 s of audio.
+VAD_WINDOWS = 1000
+
+
+class SlicedVad:
+    """faster-whisper's Silero VAD model, run VAD_WINDOWS windows at a time: the same probabilities, without the
+    scratch memory of one call over the whole block.
+
+    faster-whisper's model copies the audio with each window's 64 samples of context (+64 MB for a 15-minute block)
+    and feeds ONNX 10,000 windows at once (+180 MB of activations): +284 MB at the peak for one block, more than the
+    block's own 58 MB of samples, and uninterruptible for about 2 s on a CPU. Slices carry the LSTM state and the
+    context between them exactly as faster-whisper carries them between its own batches, so the output is the same;
+    the job's stop check runs between slices.
+    """
+
+    def __init__(self, model: Any) -> None:
+        self._session = model.session
+
+    def __call__(self, audio: np.ndarray, num_samples: int = 512, context_size_samples: int = 64) -> np.ndarray:
+        check: Callable[[], None] = getattr(_vad_check, "check", _never)
+        windows = audio.reshape(-1, num_samples)
+        probabilities = np.empty(len(windows), np.float32)
+        state = np.zeros((1, 1, 128), np.float32)
+        cell = np.zeros((1, 1, 128), np.float32)
+        previous = np.zeros((1, context_size_samples), np.float32)  # the first window's context is silence
+        for first in range(0, len(windows), VAD_WINDOWS):
+            check()
+            some = windows[first : first + VAD_WINDOWS]
+            context = np.concatenate([previous, some[:-1, -context_size_samples:]])
+            found, state, cell = self._session.run(
+                None, {"input": np.concatenate([context, some], axis=1), "h": state, "c": cell}
+            )
+            probabilities[first : first + len(some)] = found.reshape(-1)
+            previous = some[-1:, -context_size_samples:]
+        return probabilities
+
+    def get(self) -> SlicedVad:
+        """Stands in for faster-whisper's `get_vad_model`, which builds a new ONNX session on every call (one
+        session serves every thread: onnxruntime's `run` is thread-safe)."""
+        return self
+
+
+_install_lock = threading.Lock()
+
+
+def install_sliced_vad() -> None:
+    """Make faster-whisper's `get_vad_model` (which its `get_speech_timestamps` looks up on each call) return the
+    sliced model, once per process, for every caller: the probabilities are the same, the memory is not."""
+    from faster_whisper import vad
+
+    with _install_lock:
+        if not isinstance(getattr(vad.get_vad_model, "__self__", None), SlicedVad):
+            vad.get_vad_model = SlicedVad(vad.get_vad_model()).get
 
 
 def _pack(speech: list[dict[str, int]]) -> list[tuple[int, int]]:
@@ -389,7 +555,13 @@ def _per_chunk(
 
 
 def _completed(
-    model: Any, chunk: np.ndarray, start: float, segments: list[AsrSegment], kwargs: dict[str, Any]
+    model: Any,
+    chunk: np.ndarray,
+    start: float,
+    segments: list[AsrSegment],
+    kwargs: dict[str, Any],
+    *,
+    check: Callable[[], None],
 ) -> list[AsrSegment]:
     """A chunk's `segments` (times in the joined speech, where the chunk starts at `start`), completed where the
     batched pass stopped short: from the first stretch of speech no word covers, the rest of the chunk is decoded
@@ -399,8 +571,12 @@ def _completed(
     covered = sorted((item.start, item.end) for segment in segments for item in (segment.words or (segment,)))
     cut = _first_gap(covered, start, end)
     if cut is not None:
+        check()
         decoded, _ = model.transcribe(chunk[round((cut - start) * SAMPLE_RATE) :], **kwargs)
-        rest = [_segment(segment, cut) for segment in decoded]
+        rest = []
+        for segment in decoded:  # one 30 s window at a time
+            rest.append(_segment(segment, cut))
+            check()
         kept = [part for segment in segments if (part := _before(segment, cut)) is not None]
         if _word_count(rest) >= _word_count(segments) - _word_count(kept):
             segments = kept + rest

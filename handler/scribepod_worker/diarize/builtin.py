@@ -13,6 +13,7 @@ Windows are processed in blocks so hours of audio never hold more than one block
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from collections.abc import Callable, Iterator
@@ -59,8 +60,13 @@ class BuiltinOptions:
     step: float = 10.0
     min_step: float = 1.0
     min_windows: int = 20
-    # Windows per block (one batch through both models).
+    # Windows per block: the unit of the work list and of progress (0.9 of it is spread over the blocks).
     block: int = 16
+    # Windows per pass through the segmentation model and fbank, and fbank sequences per CAM++ pass: on one CPU
+    # thread each pass takes a few tenths of a second, and a progress report follows each, so a stopped job (the
+    # engine's progress callback raises) ends within about a second. Per-window results do not depend on them.
+    segment_batch: int = 4
+    embed_batch: int = 8
     # Speech embedded per (window, local speaker): CAM++ is the main cost and saturates after a few seconds.
     embed_max_seconds: float = 3.0
     # Shorter embeddings are assigned to a speaker but do not vote on how many speakers there are.
@@ -114,12 +120,16 @@ class BuiltinDiarizer:
         try:
             starts = _window_starts(audio.size, self._step(audio.size))
             windows: list[_Window] = []
+            done = 0.0
             for index in range(0, len(starts), self.options.block):
-                windows.extend(self._process(audio, starts[index : index + self.options.block]))
-                report(0.9 * min(len(windows), len(starts)) / len(starts))
+                windows.extend(
+                    self._process(audio, starts[index : index + self.options.block], functools.partial(report, done))
+                )
+                done = 0.9 * len(windows) / len(starts)
+                report(done)
         finally:
             torch.set_num_threads(previous_threads)
-        turns = self._assemble(windows, audio.size, hint)
+        turns = self._assemble(windows, audio.size, hint, functools.partial(report, done))
         report(1.0)
         return turns
 
@@ -129,14 +139,20 @@ class BuiltinDiarizer:
         return round(max(self.options.min_step, min(self.options.step, spread)) * SAMPLE_RATE)
 
     @torch.inference_mode()
-    def _process(self, audio: np.ndarray, starts: list[int]) -> list[_Window]:
-        batch = np.zeros((len(starts), CHUNK_SAMPLES), dtype=np.float32)
-        for row, start in enumerate(starts):
-            piece = audio[start : start + CHUNK_SAMPLES]
-            batch[row, : piece.size] = piece
-        waveforms = torch.from_numpy(batch).to(self.device)
-        activity = powerset_to_multilabel(self.segmentation(waveforms)).cpu().numpy()
-        fbank = self.embedding.fbank(waveforms).cpu().numpy()
+    def _process(self, audio: np.ndarray, starts: list[int], tick: Callable[[], None]) -> list[_Window]:
+        """Segment and embed one block of windows, calling `tick` after each model pass."""
+        activities, fbanks = [], []
+        for first in range(0, len(starts), self.options.segment_batch):
+            some = starts[first : first + self.options.segment_batch]
+            batch = np.zeros((len(some), CHUNK_SAMPLES), dtype=np.float32)
+            for row, start in enumerate(some):
+                piece = audio[start : start + CHUNK_SAMPLES]
+                batch[row, : piece.size] = piece
+            waveforms = torch.from_numpy(batch).to(self.device)
+            activities.append(powerset_to_multilabel(self.segmentation(waveforms)).cpu().numpy())
+            fbanks.append(self.embedding.fbank(waveforms).cpu().numpy())
+            tick()
+        activity, fbank = np.concatenate(activities), np.concatenate(fbanks)
         max_frames = round(self.options.embed_max_seconds * 100)
         pending: list[tuple[int, int, np.ndarray, float]] = []
         for row in range(len(starts)):
@@ -155,11 +171,23 @@ class BuiltinDiarizer:
                     offset = (feats.shape[0] - max_frames) // 2
                     feats = feats[offset : offset + max_frames]
                 pending.append((row, speaker, feats, seconds))
-        embeddings = self._embed([item[2] for item in pending])
+        embeddings = self._embed_in_passes([item[2] for item in pending], tick)
         windows = [_Window(start, activity[row], {}) for row, start in enumerate(starts)]
         for (row, speaker, _, seconds), vector in zip(pending, embeddings, strict=True):
             windows[row].embeddings[speaker] = (vector, seconds)
         return windows
+
+    def _embed_in_passes(self, features: list[np.ndarray], tick: Callable[[], None]) -> list[np.ndarray]:
+        """`_embed` over `embed_batch` sequences at a time, calling `tick` after each; sorted by length first, so
+        each pass holds one or two of `_embed`'s equal-length batches."""
+        results: list[np.ndarray] = [np.zeros(0, dtype=np.float32)] * len(features)
+        order = sorted(range(len(features)), key=lambda index: features[index].shape[0])
+        for first in range(0, len(order), self.options.embed_batch):
+            members = order[first : first + self.options.embed_batch]
+            for index, vector in zip(members, self._embed([features[i] for i in members]), strict=True):
+                results[index] = vector
+            tick()
+        return results
 
     def _embed(self, features: list[np.ndarray]) -> list[np.ndarray]:
         """Embed variable-length fbank sequences in batches of equal length: each is tiled up to the next 0.5 s."""
@@ -176,7 +204,11 @@ class BuiltinDiarizer:
                 results[index] = vector
         return results
 
-    def _assemble(self, windows: list[_Window], samples: int, hint: SpeakerCountHint) -> list[SpeakerTurn]:
+    def _assemble(
+        self, windows: list[_Window], samples: int, hint: SpeakerCountHint, tick: Callable[[], None]
+    ) -> list[SpeakerTurn]:
+        """Cluster the windows' speakers and rebuild the turns, calling `tick` between the steps."""
+        tick()
         keys = [(w, s) for w, window in enumerate(windows) for s in window.embeddings]
         if not keys:
             return []
@@ -184,6 +216,7 @@ class BuiltinDiarizer:
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-8)
         seconds = np.array([windows[w].embeddings[s][1] for w, s in keys])
         centroids = self._cluster(vectors, seconds, hint)
+        tick()
         similarity = vectors @ centroids.T
         assignment: dict[tuple[int, int], int] = {}
         rows_of: dict[int, list[int]] = {}
