@@ -2,27 +2,36 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
 import pytest
 
+from scribepod_worker import handler
 from scribepod_worker.engine import Engine
+from scribepod_worker.stop import JobStopped, StopSignal
 
 from conftest import with_settings
-from servers import file_server, moto_s3_server
+from servers import FileServer, moto_s3_server, recording_file_server
 from test_handler import failed, ok
 
 CREDENTIALS = {"accessId": "test-key", "accessSecret": "test-secret"}
 
 
 @pytest.fixture(scope="module")
-def http_base(media: dict[str, Path], sample_dir: Path) -> Iterator[str]:
-    with file_server(
+def http_server(media: dict[str, Path], sample_dir: Path) -> Iterator[FileServer]:
+    with recording_file_server(
         {"sample.wav": sample_dir / "sample.wav", "video.mp4": media["mp4"], "empty.wav": media["empty"]}
-    ) as base:
-        yield base
+    ) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def http_base(http_server: FileServer) -> str:
+    return http_server.base
 
 
 @pytest.fixture(scope="module")
@@ -72,6 +81,25 @@ def test_url_stall_times_out(worker: Engine, http_base: str) -> None:
     with_settings(worker, fetch_timeout_s=1.0)
     error = failed({"audio": f"{http_base}/slow"})
     assert error.code == "audio_fetch_failed" and "timed out" in error.message
+
+
+def test_url_download_deadline(worker: Engine, http_base: str) -> None:
+    """A byte a second never trips the per-read timeout; the total deadline fails the job (issue 9)."""
+    with_settings(worker, fetch_timeout_s=5.0, fetch_deadline_s=1.0)
+    error = failed({"audio": f"{http_base}/drip"})
+    assert error.code == "audio_fetch_failed" and "SCRIBEPOD_FETCH_DEADLINE" in error.message
+
+
+def test_a_stopped_job_ends_its_download_within_a_second(worker: Engine, http_server: FileServer) -> None:
+    """The job's stop signal reaches a download blocked on a dripping server, through the handler and the engine."""
+    stop = StopSignal()
+    http_server.drip_ended.clear()
+    threading.Timer(0.5, stop.set, args=("cancelled",)).start()
+    started = time.monotonic()
+    with pytest.raises(JobStopped):
+        handler.handle({"id": "test", "input": {"audio": f"{http_server.base}/drip"}}, stop=stop)
+    assert time.monotonic() - started < 1.5
+    assert http_server.drip_ended.wait(1.0)
 
 
 @pytest.mark.parametrize(
