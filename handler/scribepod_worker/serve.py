@@ -2,22 +2,33 @@
 
 What the SDK's tests talk to and what a backend developer runs to work offline: the routes, bodies and job states
 of api.runpod.ai/v2/{endpoint_id}/..., served at `/` and at `/v2/{endpoint_id}/`. One process, a fixed number of
-worker threads, no webhooks; how cancelled and timed-out jobs stop is in `endpoint/jobs.py`.
+worker threads, no webhooks. Jobs are kept in a SQLite file in `--state-dir` and survive a crash; how, and how
+cancelled and timed-out jobs stop, is in `endpoint/jobs.py`; what the state directory holds is in `endpoint/state.py`.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import ipaddress
 import logging
 import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
 
 import uvicorn
 
 from scribepod_worker import handler
+from scribepod_worker.config import WorkerSettings
 from scribepod_worker.endpoint.app import create_app
 from scribepod_worker.endpoint.jobs import JobStore
-from scribepod_worker.engine import Engine
+from scribepod_worker.endpoint.state import StateDir, StateDirInUse, default_state_dir
+from scribepod_worker.engine import Engine, ProgressCallback
 from scribepod_worker.errors import WorkerError
+from scribepod_worker.logs import configure_logging
+from scribepod_worker.stop import StopSignal
 
 log = logging.getLogger("scribepod_worker")
 
@@ -44,6 +55,26 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="seconds a job may run when its policy sets no executionTimeout; 0 for none (default: RunPod's 600)",
     )
     parser.add_argument("--endpoint-id", default=None, help="accept only this id under /v2/{id}/ (default: any)")
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        default=default_state_dir(),
+        help="where the job database lives; one serve process per directory (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-queue", type=_positive_int, default=1000, help="jobs that may wait; beyond, 429 (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--max-attempts",
+        type=_positive_int,
+        default=3,
+        help="runs of a job the endpoint may die during before the job fails instead (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--allow-local-files",
+        action="store_true",
+        help="let jobs name files on this machine as `audio` (off by default: a caller could read any file)",
+    )
     return parser.parse_args(argv)
 
 
@@ -54,9 +85,10 @@ def _positive_int(text: str) -> int:
     return value
 
 
-def build_engine() -> Engine:
+def build_engine(*, allow_local_files: bool) -> Engine:
     """Load the models once, before the first request; a missing default model is a warning, not a crash."""
-    engine = Engine()
+    settings = WorkerSettings.from_env()
+    engine = Engine(dataclasses.replace(settings, allow_local_files=True) if allow_local_files else settings)
     try:
         engine.warm_up()
     except WorkerError as error:
@@ -67,8 +99,7 @@ def build_engine() -> Engine:
 
 def main(argv: list[str]) -> None:
     args = parse_args(argv)
-    log_level = os.environ.get("SCRIBEPOD_LOG_LEVEL", "INFO")
-    logging.basicConfig(level=log_level, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(args.api_key)
     try:
         serve(args)
     except KeyboardInterrupt:  # uvicorn re-raises Ctrl-C after its graceful shutdown; Ctrl-C during warm-up too
@@ -76,19 +107,44 @@ def main(argv: list[str]) -> None:
 
 
 def serve(args: argparse.Namespace) -> None:
-    """Warm the engine up, then serve until Ctrl-C or SIGTERM (SIGTERM ends the process with that signal's status)."""
-    handler.set_engine(build_engine())
+    """Take the state directory, warm the engine up, then serve until Ctrl-C or SIGTERM (SIGTERM ends the process
+    with that signal's status)."""
+    if not args.api_key and not is_loopback(args.host):
+        log.warning(
+            "serving on %s without an API key: anyone who can reach this address can run jobs and read results;"
+            " set --api-key or $SCRIBEPOD_API_KEY",
+            args.host,
+        )
+    state = StateDir(args.state_dir)
+    try:
+        state.acquire()
+    except StateDirInUse as error:
+        sys.exit(f"scribepod-worker serve: {error}")
+    swept = state.sweep_workdir()
+    if swept:
+        log.info("removed %d temporary folders left by a previous run", swept)
+    tempfile.tempdir = str(state.workdir)  # jobs' temporary files go where the next start can sweep them
+    handler.set_engine(build_engine(allow_local_files=args.allow_local_files))
+
+    def handle(job: dict[str, Any], progress: ProgressCallback, stop: StopSignal) -> dict[str, Any]:
+        state.ensure_workdir()
+        return handler.handle(job, progress, stop)
+
     store = JobStore(
-        handler.handle,
+        handle,
+        database=state.database,
         concurrency=args.concurrency,
         result_ttl_s=args.result_ttl,
         execution_timeout_s=args.execution_timeout or None,
+        max_queue=args.max_queue,
+        max_attempts=args.max_attempts,
     )
     app = create_app(
         store,
         api_key=args.api_key,
         endpoint_id=args.endpoint_id,
         on_ready=lambda: print(f"scribepod endpoint listening on {where}", flush=True),  # `where` is set below
+        on_closed=state.release,  # here: uvicorn ends a SIGTERM by raising it again, before any `finally` of ours
     )
     # Graceful shutdown waits at most 5 s for open requests (a /runsync may be waiting for minutes).
     config = uvicorn.Config(
@@ -99,3 +155,13 @@ def serve(args: argparse.Namespace) -> None:
     auth = "API key required" if args.api_key else "no API key"
     where = f"http://{host}:{port} (and /v2/{args.endpoint_id or '<any id>'}/...; {auth})"
     uvicorn.Server(config).run(sockets=[sock])
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` only listens on this machine: `localhost` or a loopback address (0.0.0.0 and :: are not)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name that could resolve to anything

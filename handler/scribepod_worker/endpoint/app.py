@@ -7,6 +7,7 @@ Shapes follow docs.runpod.io serverless/endpoints/send-requests and operation-re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -18,7 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
-from scribepod_worker.endpoint.jobs import JobStore, NotRetryableError, UnknownJobError
+from scribepod_worker.endpoint.jobs import JobStore, NotRetryableError, QueueFullError, UnknownJobError
 from scribepod_worker.endpoint.models import ErrorBody, Health, JobState, PurgeResult, RunRequest, StreamState
 
 MB = 1024 * 1024
@@ -33,8 +34,14 @@ def create_app(
     api_key: str | None = None,
     endpoint_id: str | None = None,
     on_ready: Callable[[], None] | None = None,
+    on_closed: Callable[[], None] | None = None,
 ) -> FastAPI:
-    """Build the app around a `JobStore`, which it starts and closes with the server's lifespan; then `on_ready`."""
+    """Build the app around a `JobStore`, which it starts and closes with the server's lifespan; `on_ready` runs
+    once it has started, `on_closed` once it has closed.
+
+    With an API key, the OpenAPI schema needs the key too, and the /docs and /redoc pages are off: a browser cannot
+    send the key with the schema request those pages make.
+    """
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
@@ -45,6 +52,8 @@ def create_app(
             yield
         finally:
             store.close()
+            if on_closed is not None:
+                on_closed()
 
     async def authorize(request: Request) -> None:
         """RunPod takes `Authorization: Bearer <key>` or the bare key in `Authorization`."""
@@ -64,6 +73,7 @@ def create_app(
         description="RunPod's serverless REST API, served locally over the real scribepod handler.",
         lifespan=lifespan,
         responses={401: {"model": ErrorBody}, 404: {"model": ErrorBody}},
+        openapi_url=None if api_key is not None else "/openapi.json",
     )
     router = APIRouter()
 
@@ -77,7 +87,8 @@ def create_app(
         low, default, high = RUNSYNC_WAIT_MS
         wait_ms = min(max(wait if wait is not None else default, low), high)
         job = store.submit(await _run_request(request, RUNSYNC_BODY_LIMIT), sync=True)
-        return await asyncio.to_thread(store.wait, job.id, wait_ms / 1000)
+        await _until_final(store, job.id, wait_ms / 1000)
+        return store.status(job.id)
 
     @router.api_route("/status/{job_id}", methods=["GET", "POST"], response_model_exclude_none=True)
     async def status(job_id: str) -> JobState:
@@ -103,10 +114,33 @@ def create_app(
     async def health() -> Health:
         return store.health()
 
+    if api_key is not None:
+
+        @router.get("/openapi.json", include_in_schema=False)
+        async def openapi() -> JSONResponse:
+            return JSONResponse(app.openapi())
+
     app.include_router(router, dependencies=[Depends(authorize)])
     app.include_router(router, prefix="/v2/{endpoint_id}", dependencies=[Depends(authorize), Depends(known_endpoint)])
     _install_error_handlers(app)
     return app
+
+
+async def _until_final(store: JobStore, job_id: str, timeout_s: float) -> None:
+    """Wait on the event loop, not in a thread: hundreds of /runsync callers wait at once, as on RunPod."""
+    loop = asyncio.get_running_loop()
+    ended = asyncio.Event()
+
+    def wake() -> None:  # called from a job's thread
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is waiting any more
+            loop.call_soon_threadsafe(ended.set)
+
+    forget = store.on_final(job_id, wake)
+    try:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(ended.wait(), timeout_s)
+    finally:
+        forget()
 
 
 async def _run_request(request: Request, limit: int) -> RunRequest:
@@ -145,6 +179,10 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(UnknownJobError)
     async def unknown_job(_: Request, error: UnknownJobError) -> JSONResponse:
         return reply(404, "request does not exist")
+
+    @app.exception_handler(QueueFullError)
+    async def queue_full(_: Request, error: QueueFullError) -> JSONResponse:
+        return reply(429, str(error))
 
     @app.exception_handler(NotRetryableError)
     async def not_retryable(_: Request, error: NotRetryableError) -> JSONResponse:

@@ -1,19 +1,33 @@
-"""The job queue and state machine behind the local endpoint: FIFO queue, worker threads, deadlines, retention.
+"""The job queue and state machine behind the local endpoint: a durable FIFO queue, worker threads, deadlines.
 
-A handler thread cannot be killed. A cancelled or timed-out job changes state at once; its handler is stopped at
-its next progress report (the callback raises `JobAborted`, which the handler does not catch), and whatever it
-returns later is discarded. Until then the worker slot stays busy, as a RunPod worker does while it is torn down.
+Jobs live in a SQLite file: a job is on disk before /run answers, so a crash loses nothing. At start, the jobs the
+previous process was running go back to the queue, as RunPod requeues a dead worker's jobs; each start is counted,
+and a job that was running at the crash for the `max_attempts`-th time fails instead (it may be what kills the
+worker). The queue is bounded: past `max_queue` waiting jobs, /run answers 429 as RunPod does.
+
+Inputs are never kept in memory, only on disk and in the thread running the job. A COMPLETED job's input is dropped
+at once; a FAILED, TIMED_OUT or CANCELLED job's stays on disk until its result expires, because /retry runs it again.
+
+A handler thread cannot be killed. Each run gets a `StopSignal`, set on cancel, execution timeout and shutdown; the
+pipeline's stages check it in their loops (the progress callback checks it too), so a stopped handler raises
+`JobStopped` and frees its slot within about a second. The job's state changes at once; a late result is discarded.
+
+Timestamps on disk are wall-clock (`time.time()`): a monotonic reading means nothing to the next process. Progress
+updates and /stream items are kept in memory only; a restart loses them, not the job.
 """
 
 from __future__ import annotations
 
+import json
 import logging
+import sqlite3
 import threading
 import time
 import uuid
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from scribepod_worker.endpoint.models import (
@@ -29,21 +43,40 @@ from scribepod_worker.endpoint.models import (
 )
 from scribepod_worker.engine import ProgressCallback
 from scribepod_worker.errors import WorkerError
+from scribepod_worker.stop import JobStopped, StopSignal
 
 log = logging.getLogger("scribepod_worker.endpoint")
 
-Handler = Callable[[dict[str, Any], ProgressCallback], dict[str, Any]]
-"""`handler.handle`: a RunPod job dict and a progress callback in, the output or `{"error": "<JSON>"}` out."""
+Handler = Callable[[dict[str, Any], ProgressCallback, StopSignal], dict[str, Any]]
+"""`handler.handle`: a RunPod job dict, a progress callback and the run's stop signal in; the output or
+`{"error": "<JSON>"}` out, or `JobStopped` raised once the signal is set."""
 
 DEFAULT_TTL_S = 24 * 3600.0  # RunPod's default `policy.ttl`
 _STREAM_BACKLOG = 1000  # undelivered /stream items kept per job; older ones are dropped
+_FINAL = tuple(status.value for status in Status if status.final)
+_RETRYABLE = (Status.FAILED, Status.TIMED_OUT, Status.CANCELLED)
+_LONGEST_SLEEP_S = 60.0  # the timekeeper looks again at least this often (the wall clock may jump)
 
-
-class JobAborted(BaseException):
-    """Raised inside a handler's progress callback to stop a cancelled or timed-out job.
-
-    A BaseException so that the handler's catch-all (which turns every Exception into a FAILED result) lets it pass.
-    """
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id TEXT PRIMARY KEY,
+    position INTEGER NOT NULL,           -- queue order: submission or retry order
+    status TEXT NOT NULL,
+    job_input TEXT,                      -- the request's `input` as JSON; NULL once the job cannot run again
+    s3_config TEXT,
+    execution_timeout_s REAL,
+    ttl_s REAL NOT NULL,
+    queued_at REAL NOT NULL,             -- wall-clock seconds
+    started_at REAL,
+    finished_at REAL,
+    attempts INTEGER NOT NULL DEFAULT 0, -- runs started since it was submitted or retried
+    output TEXT,
+    error TEXT,
+    worker_id TEXT
+);
+CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, position);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+"""
 
 
 class UnknownJobError(KeyError):
@@ -54,74 +87,62 @@ class NotRetryableError(ValueError):
     """/retry on a job that is not FAILED, TIMED_OUT or CANCELLED."""
 
 
+class QueueFullError(RuntimeError):
+    """The queue holds `max_queue` jobs already (RunPod answers 429)."""
+
+
 @dataclass
-class _Job:
-    id: str
-    input: Any
-    s3_config: dict[str, Any] | None
-    execution_timeout_s: float | None
-    ttl_s: float
-    queued_at: float
-    status: Status = Status.IN_QUEUE
-    attempt: int = 0
-    started_at: float | None = None
-    finished_at: float | None = None
-    output: Any = None
-    error: str | None = None
-    worker_id: str | None = None
-    stream: deque[StreamItem] = field(default_factory=lambda: deque(maxlen=_STREAM_BACKLOG))
-    done: threading.Event = field(default_factory=threading.Event)
+class _Run:
+    """One run of a job on a worker thread: what lives only while it runs."""
 
-    def state(self) -> JobState:
-        delay = execution = None
-        if self.started_at is not None:
-            delay = round((self.started_at - self.queued_at) * 1000)
-            if self.finished_at is not None:
-                execution = round((self.finished_at - self.started_at) * 1000)
-        return JobState(
-            id=self.id,
-            status=self.status,
-            delay_time=delay,
-            execution_time=execution,
-            output=self.output,
-            error=self.error,
-            worker_id=self.worker_id,
-        )
-
-    def payload(self) -> dict[str, Any]:
-        """The job dict RunPod hands a worker; `s3Config` only where the request carried one."""
-        job: dict[str, Any] = {"id": self.id, "input": self.input}
-        if self.s3_config is not None:
-            job["s3Config"] = self.s3_config
-        return job
+    job_id: str
+    worker_id: str
+    stop: StopSignal
+    deadline: float | None  # time.monotonic() at which the execution timeout fires
+    progress: dict[str, Any] | None = None
 
 
 class JobStore:
-    """Thread-safe: HTTP handlers, worker threads and the timekeeper share one lock."""
+    """Thread-safe: HTTP handlers, worker threads and the timekeeper share one lock and one SQLite connection."""
 
     def __init__(
         self,
         handle: Handler,
         *,
+        database: Path,
         concurrency: int = 1,
         result_ttl_s: float = 1800.0,
         execution_timeout_s: float | None = 600.0,
+        max_queue: int = 1000,
+        max_attempts: int = 3,
     ) -> None:
         self._handle = handle
         self._concurrency = concurrency
         self._result_ttl_s = result_ttl_s
         self._execution_timeout_s = execution_timeout_s
+        self._max_queue = max_queue
+        self._max_attempts = max_attempts
         self._lock = threading.Lock()
         self._work = threading.Condition(self._lock)  # workers wait here for the queue
         self._clock = threading.Condition(self._lock)  # the timekeeper waits here for the next deadline
-        self._jobs: dict[str, _Job] = {}
-        self._queue: deque[_Job] = deque()
-        self._running = 0
-        self._counts = {"completed": 0, "failed": 0, "retried": 0}
+        # isolation_level=None: every statement commits on its own. WAL with synchronous=NORMAL survives a killed
+        # process (what this is for); a power cut may lose the last commits.
+        self._db = sqlite3.connect(database, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+        self._next_position: int = self._scalar("SELECT COALESCE(MAX(position), 0) + 1 FROM jobs")
+        self._runs: dict[str, _Run] = {}  # job id -> its live run (a stopped run is no longer here)
+        self._busy = 0  # worker threads inside the handler, stopped runs included
+        self._streams: dict[str, deque[StreamItem]] = {}
+        self._waiters: dict[str, list[Callable[[], None]]] = {}
         self._closing = False
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
+        """Requeue what a crashed process was running, then start the workers and the timekeeper."""
+        with self._lock:
+            self._recover()
         self._threads = [
             threading.Thread(target=self._worker, args=(f"local-worker-{n}",), name=f"job-worker-{n}", daemon=True)
             for n in range(self._concurrency)
@@ -131,11 +152,24 @@ class JobStore:
             thread.start()
 
     def close(self, timeout_s: float = 5.0) -> None:
-        """Stop taking jobs; running handlers are aborted at their next progress report (threads are daemons)."""
+        """Stop running jobs and put them back in the queue (a shutdown is not the job's fault: the attempt is not
+        counted); the queue stays on disk for the next start."""
         with self._lock:
+            if self._closing:
+                return
             self._closing = True
-            for job in self._jobs.values():
-                job.done.set()  # release /runsync waiters, whose threads would otherwise hold up the exit
+            for run in self._runs.values():
+                run.stop.set("the endpoint is shutting down")
+                self._db.execute(
+                    "UPDATE jobs SET status = ?, attempts = attempts - 1, started_at = NULL, worker_id = NULL"
+                    " WHERE id = ?",
+                    (Status.IN_QUEUE.value, run.job_id),
+                )
+            self._runs.clear()
+            for waiters in self._waiters.values():
+                for wake in waiters:
+                    wake()  # release /runsync waiters, which would otherwise hold up the exit
+            self._waiters.clear()
             self._work.notify_all()
             self._clock.notify_all()
         deadline = time.monotonic() + timeout_s
@@ -143,172 +177,297 @@ class JobStore:
             thread.join(max(0.0, deadline - time.monotonic()))
             if thread.is_alive():
                 log.warning("%s still busy in the handler at shutdown", thread.name)
+        with self._lock:
+            self._db.close()
 
     # ------------------------------------------------------------------ requests
 
     def submit(self, request: RunRequest, *, sync: bool) -> JobState:
+        """Store the job (on disk before this returns), or raise `QueueFullError`."""
         policy = request.policy
         timeout_ms = policy.execution_timeout if policy and policy.execution_timeout else None
         ttl_ms = policy.ttl if policy and policy.ttl else None
         if request.webhook:
-            log.warning("webhook %s ignored: the local endpoint does not send webhooks", request.webhook)
-        job = _Job(
-            id=f"sync-{uuid.uuid4()}" if sync else str(uuid.uuid4()),
-            input=request.input,
-            s3_config=request.s3_config,
-            execution_timeout_s=timeout_ms / 1000 if timeout_ms else self._execution_timeout_s,
-            ttl_s=ttl_ms / 1000 if ttl_ms else DEFAULT_TTL_S,
-            queued_at=time.monotonic(),
-        )
+            log.warning("webhook ignored: the local endpoint does not send webhooks")
+        job_id = f"sync-{uuid.uuid4()}" if sync else str(uuid.uuid4())
+        job_input = json.dumps(request.input)
+        s3_config = json.dumps(request.s3_config) if request.s3_config is not None else None
         with self._lock:
-            self._jobs[job.id] = job
-            self._enqueue(job)
-            log.info("job %s queued (%d waiting)", job.id, len(self._queue))
-            return job.state()
+            waiting = self._check_room()
+            self._db.execute(
+                "INSERT INTO jobs (id, position, status, job_input, s3_config, execution_timeout_s, ttl_s, queued_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    job_id,
+                    self._take_position(),
+                    Status.IN_QUEUE.value,
+                    job_input,
+                    s3_config,
+                    timeout_ms / 1000 if timeout_ms else self._execution_timeout_s,
+                    ttl_ms / 1000 if ttl_ms else DEFAULT_TTL_S,
+                    time.time(),
+                ),
+            )
+            self._work.notify()
+            self._clock.notify()
+        log.info("job %s queued (%d waiting)", job_id, waiting + 1)
+        return JobState(id=job_id, status=Status.IN_QUEUE)
 
     def status(self, job_id: str) -> JobState:
         with self._lock:
-            return self._get(job_id).state()
+            row = self._db.execute(
+                "SELECT status, queued_at, started_at, finished_at, output, error, worker_id FROM jobs WHERE id = ?",
+                (job_id,),
+            ).fetchone()
+            if row is None:
+                raise UnknownJobError(job_id)
+            run = self._runs.get(job_id)
+            progress = run.progress if run is not None else None
+        status, queued_at, started_at, finished_at, output, error, worker_id = row
+        delay = execution = None
+        if started_at is not None:
+            delay = round((started_at - queued_at) * 1000)
+            if finished_at is not None:
+                execution = round((finished_at - started_at) * 1000)
+        return JobState(
+            id=job_id,
+            status=Status(status),
+            delay_time=delay,
+            execution_time=execution,
+            output=json.loads(output) if output is not None else progress,
+            error=error,
+            worker_id=worker_id,
+        )
 
-    def wait(self, job_id: str, timeout_s: float) -> JobState:
-        """Block until the job reaches a final state or `timeout_s` passes; then its state (for /runsync)."""
+    def on_final(self, job_id: str, wake: Callable[[], None]) -> Callable[[], None]:
+        """Call `wake` (from whichever thread ends the job; it must not block) once the job reaches a final state,
+        at once if it has; return the function that cancels the call. How /runsync waits without a thread."""
         with self._lock:
-            done = self._get(job_id).done
-        done.wait(timeout_s)
-        return self.status(job_id)
+            if self._status_of(job_id).final:
+                wake()
+                return lambda: None
+            self._waiters.setdefault(job_id, []).append(wake)
+
+        def forget() -> None:
+            with self._lock:
+                waiters = self._waiters.get(job_id, [])
+                if wake in waiters:
+                    waiters.remove(wake)
+                if not waiters:
+                    self._waiters.pop(job_id, None)
+
+        return forget
 
     def stream(self, job_id: str) -> StreamState:
         with self._lock:
-            job = self._get(job_id)
-            items = list(job.stream)
-            job.stream.clear()
-            return StreamState(id=job.id, status=job.status, stream=items, error=job.error)
+            status = self._status_of(job_id)
+            items = list(self._streams.pop(job_id, ()))
+            error = self._scalar("SELECT error FROM jobs WHERE id = ?", job_id) if status.final else None
+        return StreamState(id=job_id, status=status, stream=items, error=error)
 
     def cancel(self, job_id: str) -> JobState:
-        """Queued: removed from the queue. Running: marked CANCELLED now, result discarded. Final: unchanged."""
+        """Queued: never runs. Running: CANCELLED now, its run stopped, its result discarded. Final: unchanged."""
         with self._lock:
-            job = self._get(job_id)
-            if job.status is Status.IN_QUEUE:
-                self._queue.remove(job)
-            if not job.status.final:
-                self._finish(job, Status.CANCELLED)
-                log.info("job %s cancelled", job.id)
-            return JobState(id=job.id, status=job.status)
+            status = self._status_of(job_id)
+            if not status.final:
+                self._end_run(job_id, "cancelled")
+                status = self._finish(job_id, Status.CANCELLED)
+                log.info("job %s cancelled", job_id)
+            return JobState(id=job_id, status=status)
 
     def retry(self, job_id: str) -> JobState:
-        """Re-queue a FAILED, TIMED_OUT or CANCELLED job under the same id; its previous output is removed."""
+        """Re-queue a FAILED, TIMED_OUT or CANCELLED job under the same id, at the back; its result is removed."""
         with self._lock:
-            job = self._get(job_id)
-            if job.status not in (Status.FAILED, Status.TIMED_OUT, Status.CANCELLED):
-                raise NotRetryableError(f"job {job_id} is {job.status.value}; only FAILED, TIMED_OUT, CANCELLED retry")
-            job.attempt += 1
-            job.status = Status.IN_QUEUE
-            job.queued_at = time.monotonic()
-            job.started_at = job.finished_at = job.worker_id = job.error = job.output = None
-            job.stream.clear()
-            job.done = threading.Event()
-            self._counts["retried"] += 1
-            self._enqueue(job)
-            log.info("job %s re-queued (retry %d)", job.id, job.attempt)
-            return JobState(id=job.id, status=job.status)
+            status = self._status_of(job_id)
+            if status not in _RETRYABLE:
+                raise NotRetryableError(f"job {job_id} is {status.value}; only FAILED, TIMED_OUT, CANCELLED retry")
+            self._check_room()
+            self._db.execute(
+                "UPDATE jobs SET status = ?, position = ?, queued_at = ?, attempts = 0, started_at = NULL,"
+                " finished_at = NULL, output = NULL, error = NULL, worker_id = NULL WHERE id = ?",
+                (Status.IN_QUEUE.value, self._take_position(), time.time(), job_id),
+            )
+            self._streams.pop(job_id, None)
+            self._count("retried")
+            self._work.notify()
+            self._clock.notify()
+        log.info("job %s re-queued", job_id)
+        return JobState(id=job_id, status=Status.IN_QUEUE)
 
     def purge(self) -> PurgeResult:
         """Drop every queued job (each becomes CANCELLED, so its pollers stop); running jobs go on."""
         with self._lock:
-            removed = list(self._queue)
-            self._queue.clear()
-            for job in removed:
-                self._finish(job, Status.CANCELLED)
-            log.info("queue purged: %d jobs removed", len(removed))
-            return PurgeResult(removed=len(removed))
+            queued = [job_id for (job_id,) in self._db.execute("SELECT id FROM jobs WHERE status = 'IN_QUEUE'")]
+            for job_id in queued:
+                self._finish(job_id, Status.CANCELLED)
+        log.info("queue purged: %d jobs removed", len(queued))
+        return PurgeResult(removed=len(queued))
 
     def health(self) -> Health:
         with self._lock:
-            return Health(
-                jobs=JobCounts(
-                    completed=self._counts["completed"],
-                    failed=self._counts["failed"],
-                    in_progress=sum(job.status is Status.IN_PROGRESS for job in self._jobs.values()),
-                    in_queue=len(self._queue),
-                    retried=self._counts["retried"],
-                ),
-                workers=WorkerCounts(idle=self._concurrency - self._running, running=self._running),
-            )
+            by_status = dict(self._db.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status").fetchall())
+            counters = dict(self._db.execute("SELECT name, value FROM counters").fetchall())
+            busy = self._busy
+        return Health(
+            jobs=JobCounts(
+                completed=counters.get("completed", 0),
+                failed=counters.get("failed", 0),
+                in_progress=by_status.get(Status.IN_PROGRESS.value, 0),
+                in_queue=by_status.get(Status.IN_QUEUE.value, 0),
+                retried=counters.get("retried", 0),
+            ),
+            workers=WorkerCounts(idle=self._concurrency - busy, running=busy),
+        )
 
     # ------------------------------------------------------------------ internals (called with the lock held)
 
-    def _get(self, job_id: str) -> _Job:
-        job = self._jobs.get(job_id)
-        if job is None:
+    def _scalar(self, sql: str, *parameters: Any) -> Any:
+        row = self._db.execute(sql, parameters).fetchone()
+        return row[0] if row is not None else None
+
+    def _status_of(self, job_id: str) -> Status:
+        status = self._scalar("SELECT status FROM jobs WHERE id = ?", job_id)
+        if status is None:
             raise UnknownJobError(job_id)
-        return job
+        return Status(status)
 
-    def _enqueue(self, job: _Job) -> None:
-        self._queue.append(job)
-        self._work.notify()
-        self._clock.notify()
+    def _check_room(self) -> int:
+        """The number of queued jobs, or `QueueFullError` if there is no room for one more."""
+        if self._closing:
+            raise QueueFullError("the endpoint is shutting down")
+        waiting: int = self._scalar("SELECT COUNT(*) FROM jobs WHERE status = 'IN_QUEUE'")
+        if waiting >= self._max_queue:
+            raise QueueFullError(f"the queue is full: {waiting} jobs are waiting (at most {self._max_queue})")
+        return waiting
 
-    def _finish(self, job: _Job, status: Status, *, output: Any = None, error: str | None = None) -> None:
-        job.status = status
-        job.finished_at = time.monotonic()
-        job.output = output  # a stopped job keeps no progress update as its output
-        job.error = error
+    def _take_position(self) -> int:
+        position = self._next_position
+        self._next_position += 1
+        return position
+
+    def _count(self, name: str) -> None:
+        self._db.execute(
+            "INSERT INTO counters (name, value) VALUES (?, 1) ON CONFLICT (name) DO UPDATE SET value = value + 1",
+            (name,),
+        )
+
+    def _end_run(self, job_id: str, reason: str) -> None:
+        """Stop the job's live run, if it has one; its thread frees the slot when the handler returns."""
+        run = self._runs.pop(job_id, None)
+        if run is not None:
+            run.stop.set(reason)
+
+    def _finish(self, job_id: str, status: Status, *, output: str | None = None, error: str | None = None) -> Status:
+        # A COMPLETED job cannot run again, so its input goes; the others keep theirs for /retry until they expire.
+        self._db.execute(
+            "UPDATE jobs SET status = ?, finished_at = ?, output = ?, error = ?,"
+            " job_input = CASE WHEN ? THEN NULL ELSE job_input END WHERE id = ?",
+            (status.value, time.time(), output, error, status is Status.COMPLETED, job_id),
+        )
         if status is Status.COMPLETED:
-            self._counts["completed"] += 1
+            self._count("completed")
         elif status in (Status.FAILED, Status.TIMED_OUT):
             # /health has no timed-out count; a job that ran out of time failed from the caller's side.
-            self._counts["failed"] += 1
-        job.done.set()
+            self._count("failed")
+        for wake in self._waiters.pop(job_id, []):
+            wake()
         self._clock.notify()
+        return status
+
+    def _recover(self) -> None:
+        """Jobs left IN_PROGRESS by a process that died go back to the queue, or fail after `max_attempts` runs."""
+        interrupted = self._db.execute("SELECT id, attempts FROM jobs WHERE status = 'IN_PROGRESS'").fetchall()
+        for job_id, attempts in interrupted:
+            if attempts >= self._max_attempts:
+                message = (
+                    f"the endpoint died while running this job, on each of its {attempts} runs (the limit is"
+                    f" {self._max_attempts}); it was not run again"
+                )
+                self._finish(job_id, Status.FAILED, error=WorkerError("internal", message).to_json())
+                log.warning("job %s failed: the worker died during each of its %d runs", job_id, attempts)
+            else:
+                self._db.execute(
+                    "UPDATE jobs SET status = ?, started_at = NULL, worker_id = NULL WHERE id = ?",
+                    (Status.IN_QUEUE.value, job_id),
+                )
+                self._count("retried")
+                log.warning("job %s was running when the endpoint stopped: back in the queue", job_id)
+
+    def _claim(self, worker_id: str) -> tuple[_Run, str, str | None] | None:
+        """Take the first queued job: its run, its input JSON and its s3Config JSON."""
+        row = self._db.execute(
+            "SELECT id, job_input, s3_config, execution_timeout_s FROM jobs WHERE status = 'IN_QUEUE'"
+            " ORDER BY position LIMIT 1"
+        ).fetchone()
+        if row is None:
+            return None
+        job_id, job_input, s3_config, timeout_s = row
+        self._db.execute(
+            "UPDATE jobs SET status = ?, started_at = ?, worker_id = ?, attempts = attempts + 1 WHERE id = ?",
+            (Status.IN_PROGRESS.value, time.time(), worker_id, job_id),
+        )
+        deadline = time.monotonic() + timeout_s if timeout_s else None
+        run = _Run(job_id=job_id, worker_id=worker_id, stop=StopSignal(), deadline=deadline)
+        self._runs[job_id] = run
+        self._busy += 1
+        self._clock.notify()
+        return run, job_input, s3_config
 
     # ------------------------------------------------------------------ threads
 
     def _worker(self, worker_id: str) -> None:
         while True:
             with self._lock:
-                while not self._queue and not self._closing:
+                claimed = None
+                while not self._closing and (claimed := self._claim(worker_id)) is None:
                     self._work.wait()
+                if claimed is None:
+                    return
+            run, job_input, s3_config = claimed
+            payload: dict[str, Any] = {"id": run.job_id, "input": json.loads(job_input)}
+            if s3_config is not None:
+                payload["s3Config"] = json.loads(s3_config)
+            del job_input
+            log.info("job %s started on %s", run.job_id, worker_id)
+            output: str | None = None
+            error: str | None = None
+            try:
+                result = self._handle(payload, self._progress(run), run.stop)
+                if isinstance(result.get("error"), str):
+                    error = result["error"]
+                else:
+                    output = json.dumps(result)
+            except JobStopped:
+                pass
+            except Exception as exc:  # handle() promises not to raise; a broken promise must not kill the slot
+                log.exception("handler raised for job %s", run.job_id)
+                error = WorkerError("internal", f"handler raised {type(exc).__name__}").to_json()
+            del payload
+            with self._lock:
+                self._busy -= 1
                 if self._closing:
                     return
-                job = self._queue.popleft()
-                job.status = Status.IN_PROGRESS
-                job.started_at = time.monotonic()
-                job.worker_id = worker_id
-                attempt = job.attempt
-                payload = job.payload()
-                self._running += 1
-                self._clock.notify()
-            log.info("job %s started on %s", job.id, worker_id)
-            try:
-                result: dict[str, Any] | None = self._handle(payload, self._progress(job, attempt))
-            except JobAborted:
-                result = None
-            except Exception as error:  # handle() promises not to raise; a broken promise must not kill the slot
-                log.exception("handler raised for job %s", job.id)
-                result = {"error": WorkerError("internal", f"handler raised {type(error).__name__}").to_json()}
-            with self._lock:
-                self._running -= 1
-                if result is None or job.attempt != attempt or job.status is not Status.IN_PROGRESS:
-                    log.info("job %s: late result discarded (job is %s)", job.id, job.status.value)
+                if self._runs.get(run.job_id) is not run:
+                    log.info("job %s stopped (%s); its slot is free", run.job_id, run.stop.reason)
                     continue
-                if isinstance(result.get("error"), str):
-                    self._finish(job, Status.FAILED, error=result["error"])
-                else:
-                    self._finish(job, Status.COMPLETED, output=result)
-                state = job.state()
-            log.info("job %s %s in %s ms", job.id, state.status.value, state.execution_time)
+                del self._runs[run.job_id]
+                status = self._finish(
+                    run.job_id, Status.FAILED if error is not None else Status.COMPLETED, output=output, error=error
+                )
+            log.info("job %s %s", run.job_id, status.value)
 
-    def _progress(self, job: _Job, attempt: int) -> ProgressCallback:
-        """What RunPod's `progress_update` does: /status shows the update as `output`; /stream gets it as an item."""
+    def _progress(self, run: _Run) -> ProgressCallback:
+        """What RunPod's `progress_update` does: /status shows the update as `output`; /stream gets it as an item.
+        A stopped run's next report raises `JobStopped`, wherever the stages themselves do not check."""
 
         def report(stage: str, percent: float) -> None:
             update = {"stage": stage, "percent": percent}
             with self._lock:
-                if self._closing or job.attempt != attempt or job.status is not Status.IN_PROGRESS:
-                    raise JobAborted(job.id)
-                if job.output != update:
-                    job.output = update
-                    job.stream.append(StreamItem(output=update))
+                run.stop.check()
+                if run.progress != update:
+                    run.progress = update
+                    backlog = self._streams.setdefault(run.job_id, deque(maxlen=_STREAM_BACKLOG))
+                    backlog.append(StreamItem(output=update))
 
         return report
 
@@ -316,31 +475,39 @@ class JobStore:
         """Applies execution timeouts, queue TTLs and result expiry, sleeping on a condition until the next one."""
         with self._lock:
             while not self._closing:
-                now = time.monotonic()
-                upcoming = [deadline for job in list(self._jobs.values()) if (deadline := self._expire(job, now))]
-                self._clock.wait(min(upcoming) - now if upcoming else None)
+                self._clock.wait(self._apply_deadlines())
 
-    def _expire(self, job: _Job, now: float) -> float | None:
-        """Apply whichever deadline of `job` has passed; return its next deadline, if it has one."""
-        if job.status is Status.IN_QUEUE:
-            deadline = job.queued_at + job.ttl_s
-            if now < deadline:
-                return deadline
-            self._queue.remove(job)
-            self._finish(job, Status.TIMED_OUT)
-            log.info("job %s expired in the queue (policy.ttl)", job.id)
-        elif job.status is Status.IN_PROGRESS:
-            if job.execution_timeout_s is None or job.started_at is None:
-                return None
-            deadline = job.started_at + job.execution_timeout_s
-            if now < deadline:
-                return deadline
-            self._finish(job, Status.TIMED_OUT)
-            log.info("job %s timed out after %.1f s (policy.executionTimeout)", job.id, job.execution_timeout_s)
-        if job.finished_at is None:
-            return None
-        expiry = job.finished_at + self._result_ttl_s
-        if now < expiry:
-            return expiry
-        del self._jobs[job.id]
-        return None
+    def _apply_deadlines(self) -> float:
+        """Apply every deadline that has passed; return the seconds until the next one."""
+        now, clock = time.time(), time.monotonic()
+        upcoming = [_LONGEST_SLEEP_S]
+        for run in list(self._runs.values()):
+            if run.deadline is None:
+                continue
+            if clock < run.deadline:
+                upcoming.append(run.deadline - clock)
+                continue
+            self._end_run(run.job_id, "timed out")
+            self._finish(run.job_id, Status.TIMED_OUT)
+            log.info("job %s timed out (policy.executionTimeout)", run.job_id)
+        expired_in_queue = self._db.execute(
+            "SELECT id FROM jobs WHERE status = 'IN_QUEUE' AND queued_at + ttl_s <= ?", (now,)
+        ).fetchall()
+        for (job_id,) in expired_in_queue:
+            self._finish(job_id, Status.TIMED_OUT)
+            log.info("job %s expired in the queue (policy.ttl)", job_id)
+        results_end = now - self._result_ttl_s
+        placeholders = ", ".join("?" * len(_FINAL))
+        expired = self._db.execute(
+            f"SELECT id FROM jobs WHERE status IN ({placeholders}) AND finished_at <= ?", (*_FINAL, results_end)
+        ).fetchall()
+        for (job_id,) in expired:
+            self._db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
+            self._streams.pop(job_id, None)
+        next_in_queue = self._scalar("SELECT MIN(queued_at + ttl_s) FROM jobs WHERE status = 'IN_QUEUE'")
+        next_result = self._scalar(f"SELECT MIN(finished_at) FROM jobs WHERE status IN ({placeholders})", *_FINAL)
+        if next_in_queue is not None:
+            upcoming.append(next_in_queue - now)
+        if next_result is not None:
+            upcoming.append(next_result + self._result_ttl_s - now)
+        return max(0.0, min(upcoming))
