@@ -54,7 +54,7 @@ def main() -> None:
         # A local run: jobs that name another model can still run; the default is the operator's to fix.
         log.warning("warm-up incomplete: %s", error)
     handler.set_engine(engine)
-    runpod.serverless.start({"handler": _print_transcript if local_test else handler.handle})
+    runpod.serverless.start({"handler": _print_transcript if local_test else handler.handle_async})
 
 
 if __name__ == "__main__":

@@ -10,9 +10,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -23,8 +23,11 @@ from scribepod_worker.config import WorkerSettings
 from scribepod_worker.decode import SAMPLE_RATE, decode_audio
 from scribepod_worker.diarize import Diarizer, SpeakerCountHint, SpeakerTurn, default_diarizer_name, load_diarizer
 from scribepod_worker.sources import materialize
+from scribepod_worker.stop import StopSignal
 
 log = logging.getLogger("scribepod_worker")
+
+_Result = TypeVar("_Result")
 
 ProgressCallback = Callable[[str, float], None]
 """Called with a stage name (decode, transcribe, diarize, render) and the job's overall progress in percent."""
@@ -33,8 +36,9 @@ ProgressCallback = Callable[[str, float], None]
 # whatever diarization has left (it runs beside ASR) to 95%, rendering the rest.
 _ASR_SPAN = (5.0, 85.0)
 _RENDER_AT = 95.0
-# How often a job waiting on diarization reports it (the RunPod adapter throttles to one update per 2 s anyway).
-_DIARIZE_REPORT_S = 1.0
+# How often the job's thread reports the running stage's progress and checks for a stop (the RunPod adapter
+# throttles updates to one per 2 s anyway).
+_SUPERVISE_S = 0.2
 
 
 class Engine:
@@ -47,7 +51,7 @@ class Engine:
         self.diarizer_name = default_diarizer_name(self.settings)
         # Batch size when a job gives none: the operator's, else the device's (start-up sizes it to the GPU).
         self.batch_size = self.settings.batch_size or asr.DEFAULT_BATCH_SIZE.get(self.device, 8)
-        self._models = asr.ModelCache(self.settings.cpu_threads)
+        self._models = asr.ModelCache(self.settings.cpu_threads, self.settings.max_loaded_models)
         self._diarizer: Diarizer | None = None
         self._diarizer_lock = threading.Lock()
 
@@ -69,26 +73,41 @@ class Engine:
         *,
         s3_config: Mapping[str, Any] | None = None,
         progress: ProgressCallback | None = None,
+        stop: StopSignal | None = None,
     ) -> Transcript:
-        """Fetch, decode and transcribe one job's audio."""
+        """Fetch, decode and transcribe one job's audio; raise `JobStopped` soon after `stop` is set."""
         started = time.perf_counter()
         options = request.options()
         model = self._load_model(options)  # a missing model fails before gigabytes are fetched
         _report(progress, "decode", 0.0)
         low, _ = _ASR_SPAN
         with materialize(
-            audio=request.audio, audio_base64=request.audio_base64, settings=self.settings, s3_config=s3_config
+            audio=request.audio,
+            audio_base64=request.audio_base64,
+            settings=self.settings,
+            s3_config=s3_config,
+            stop=stop,
         ) as path:
             audio = decode_audio(
-                path, self.settings.max_audio_seconds, lambda fraction: _report(progress, "decode", low * fraction)
+                path,
+                self.settings.max_audio_seconds,
+                lambda fraction: _report(progress, "decode", low * fraction),
+                stop=stop,
             )
-        return self._transcribe(audio, options, model, progress, decode_seconds=time.perf_counter() - started)
+        return self._transcribe(
+            audio, options, model, progress, stop=stop, decode_seconds=time.perf_counter() - started
+        )
 
     def transcribe_audio(
-        self, audio: np.ndarray, options: TranscriptionOptions, *, progress: ProgressCallback | None = None
+        self,
+        audio: np.ndarray,
+        options: TranscriptionOptions,
+        *,
+        progress: ProgressCallback | None = None,
+        stop: StopSignal | None = None,
     ) -> Transcript:
         """Transcribe (and diarize) 16 kHz mono float32 audio that is already in memory."""
-        return self._transcribe(audio, options, self._load_model(options), progress, decode_seconds=0.0)
+        return self._transcribe(audio, options, self._load_model(options), progress, stop=stop, decode_seconds=0.0)
 
     def _load_model(self, options: TranscriptionOptions) -> tuple[str, Any]:
         """Check the task against the model's name, load it (cached), check the task against what the loaded model
@@ -106,6 +125,8 @@ class Engine:
         options: TranscriptionOptions,
         named_model: tuple[str, Any],
         progress: ProgressCallback | None,
+        *,
+        stop: StopSignal | None,
         decode_seconds: float,
     ) -> Transcript:
         started = time.perf_counter() - decode_seconds
@@ -114,31 +135,38 @@ class Engine:
         hint = SpeakerCountHint(options.num_speakers, options.min_speakers, options.max_speakers)
         timings: dict[str, float] = {"decode": round(decode_seconds, 3)}
 
-        # Diarization runs beside ASR: both spend their time in native code that releases the GIL. Its progress is
-        # only recorded there; this thread reports it once ASR is done, so every report comes from the job's thread.
-        diarized = _DiarizeProgress()
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="diarize") as pool:
+        # ASR and diarization run on two threads: both spend their time in native code that releases the GIL. This
+        # thread supervises them: it reports their progress (so every report comes from the job's thread), and on a
+        # stop it leaves at once instead of waiting out a CTranslate2 call (seconds per batch on CPU), which cannot
+        # be interrupted; the stage threads end at their next check of the signal.
+        transcribed = _StageProgress(stop)
+        diarized = _StageProgress(stop)
+        pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="stage")
+        try:
             pending = pool.submit(_diarize, diarizer, audio, hint, timings, diarized) if diarizer is not None else None
-            asr_started = time.perf_counter()
             low, high = _ASR_SPAN
-            result = asr.transcribe(
+            asr_work = pool.submit(
+                _transcribe_words,
                 model,
                 audio,
-                options,
-                self.batch_size,
-                progress=(lambda fraction: _report(progress, "transcribe", low + (high - low) * fraction)),
+                options=options,
+                batch_size=self.batch_size,
                 recover_speech=self.settings.recover_speech,
+                timings=timings,
+                transcribed=transcribed,
             )
-            timings["asr"] = round(time.perf_counter() - asr_started, 3)
+            result = _supervise(
+                asr_work, stop, lambda: _report(progress, "transcribe", low + (high - low) * transcribed.fraction)
+            )
             turns: list[SpeakerTurn] | None = None
             if pending is not None:
-                while True:
-                    _report(progress, "diarize", high + (_RENDER_AT - high) * diarized.fraction)
-                    try:
-                        turns = pending.result(timeout=_DIARIZE_REPORT_S)
-                        break
-                    except FutureTimeout:
-                        continue
+                turns = _supervise(
+                    pending, stop, lambda: _report(progress, "diarize", high + (_RENDER_AT - high) * diarized.fraction)
+                )
+        finally:
+            # Stopped: the stage threads are left to notice and end by themselves; otherwise they are done already,
+            # or one failed and the other is waited for, so a job never leaves work running behind it.
+            pool.shutdown(wait=stop is None or not stop.is_set, cancel_futures=True)
 
         _report(progress, "render", _RENDER_AT)
         if not result.segments and turns is not None:
@@ -163,13 +191,54 @@ class Engine:
         return transcript
 
 
-class _DiarizeProgress:
-    """The diarizer's latest fraction done, written by its thread and read by the job's."""
+class _StageProgress:
+    """A stage's latest fraction done, written by its thread and read by the job's; each report is also where the
+    stage's thread learns that the job was stopped."""
 
-    fraction = 0.0
+    def __init__(self, stop: StopSignal | None) -> None:
+        self.fraction = 0.0
+        self.stop = stop
 
     def update(self, fraction: float) -> None:
+        if self.stop is not None:
+            self.stop.check()
         self.fraction = fraction
+
+
+def _supervise(work: Future[_Result], stop: StopSignal | None, report: Callable[[], None]) -> _Result:
+    """Wait for a stage's result, reporting its progress and checking `stop` every `_SUPERVISE_S`."""
+    while True:
+        report()
+        if stop is not None:
+            stop.check()
+        try:
+            return work.result(timeout=_SUPERVISE_S)
+        except FutureTimeout:
+            continue
+
+
+def _transcribe_words(
+    model: Any,
+    audio: np.ndarray,
+    *,
+    options: TranscriptionOptions,
+    batch_size: int,
+    recover_speech: bool,
+    timings: dict[str, float],
+    transcribed: _StageProgress,
+) -> asr.AsrResult:
+    started = time.perf_counter()
+    result = asr.transcribe(
+        model,
+        audio,
+        options,
+        batch_size,
+        progress=transcribed.update,
+        recover_speech=recover_speech,
+        stop=transcribed.stop,
+    )
+    timings["asr"] = round(time.perf_counter() - started, 3)
+    return result
 
 
 def _diarize(
@@ -177,7 +246,7 @@ def _diarize(
     audio: np.ndarray,
     hint: SpeakerCountHint,
     timings: dict[str, float],
-    diarized: _DiarizeProgress,
+    diarized: _StageProgress,
 ) -> list[SpeakerTurn]:
     started = time.perf_counter()
     turns = diarizer.diarize(audio, hint, progress=diarized.update)

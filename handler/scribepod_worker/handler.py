@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import gc
 import logging
 import os
@@ -16,6 +18,7 @@ from pydantic import ValidationError
 from scribepod.models import Transcript, TranscriptionRequest
 from scribepod_worker.engine import Engine, ProgressCallback
 from scribepod_worker.errors import WorkerError
+from scribepod_worker.stop import JobStopped, StopSignal
 
 log = logging.getLogger("scribepod_worker")
 
@@ -40,19 +43,56 @@ def set_engine(engine: Engine) -> None:
         _engine = engine
 
 
-def handle(job: dict[str, Any], progress: ProgressCallback | None = None) -> dict[str, Any]:
-    """Run one job. Never raises: every failure becomes `{"error": "<contract error JSON>"}` and the worker goes on."""
+def handle(job: Any, progress: ProgressCallback | None = None, stop: StopSignal | None = None) -> dict[str, Any]:
+    """Run one job. Never raises: every failure becomes `{"error": "<contract error JSON>"}` and the worker goes on.
+
+    `job` is whatever the queue delivered (RunPod's `{"id", "input", "s3Config"}`), checked here, not trusted. Only
+    `JobStopped` passes through: it goes back to whoever set `stop`, which discards the job.
+    """
+    job_id = job.get("id") if isinstance(job, dict) else None
     try:
-        transcript = run_job(job, progress if progress is not None else runpod_progress(job))
+        if not isinstance(job, dict):
+            raise WorkerError("invalid_input", f"a job must be a JSON object, not {_json_type(job)}", "input")
+        transcript = run_job(job, progress if progress is not None else runpod_progress(job), stop)
     except WorkerError as error:
-        log.warning("job %s failed: %s: %s", job.get("id"), error.code, error.message)
+        log.warning("job %s failed: %s: %s", job_id, error.code, error.message)
         return {"error": error.to_json()}
     except Exception as error:  # the worker must survive anything a job throws at it
-        log.exception("job %s failed unexpectedly", job.get("id"))
+        log.exception("job %s failed unexpectedly", job_id)
         return {"error": WorkerError("internal", f"unexpected {type(error).__name__}: {error}").to_json()}
     finally:
         release_memory()
     return transcript.model_dump(mode="json", exclude={"job"})
+
+
+async def handle_async(job: Any) -> dict[str, Any]:
+    """RunPod's entry point: `handle` in a thread, so runpod-python's event loop stays free while a job runs.
+
+    runpod-python calls a plain function on its event loop, which then hears nothing until the job ends, RunPod's
+    per-job stop signal included. Here the loop stays free: when RunPod stops the job (cancelled, or past its
+    executionTimeout) runpod-python cancels this task, the job's `StopSignal` is set, and the task ends once the
+    stages have let go (about a second), so the worker is free for the next job rather than finishing one nobody
+    will read.
+    """
+    stop = StopSignal()
+    work = asyncio.ensure_future(asyncio.to_thread(handle, job, None, stop))
+    try:
+        return await asyncio.shield(work)
+    except asyncio.CancelledError:
+        stop.set("stopped by RunPod")
+        with contextlib.suppress(JobStopped):
+            await work
+        log.info("job %s stopped", job.get("id") if isinstance(job, dict) else None)
+        raise
+
+
+def _json_type(value: Any) -> str:
+    """The JSON name of what arrived instead of an object, for the error message."""
+    if value is None:
+        return "null"
+    return {list: "an array", str: "a string", bool: "a boolean", int: "a number", float: "a number"}.get(
+        type(value), type(value).__name__
+    )
 
 
 def release_memory() -> None:
@@ -63,16 +103,20 @@ def release_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def run_job(job: dict[str, Any], progress: ProgressCallback | None) -> Transcript:
+def run_job(job: dict[str, Any], progress: ProgressCallback | None, stop: StopSignal | None = None) -> Transcript:
     job_input = job.get("input")
     if not isinstance(job_input, dict):
-        raise WorkerError("invalid_input", "the job's input must be a JSON object", "input")
+        raise WorkerError(
+            "invalid_input", f"the job's input must be a JSON object, not {_json_type(job_input)}", "input"
+        )
     try:
         request = TranscriptionRequest.model_validate(job_input)
     except ValidationError as error:
         raise WorkerError.from_validation(error) from None
     s3_config = job.get("s3Config")
-    return get_engine().run(request, s3_config=s3_config if isinstance(s3_config, dict) else None, progress=progress)
+    if s3_config is not None and not isinstance(s3_config, dict):
+        raise WorkerError("invalid_input", f"s3Config must be a JSON object, not {_json_type(s3_config)}", "s3Config")
+    return get_engine().run(request, s3_config=s3_config, progress=progress, stop=stop)
 
 
 def runpod_progress(job: dict[str, Any]) -> ProgressCallback | None:
