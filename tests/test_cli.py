@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -32,7 +33,8 @@ def test_transcribe_prints_srt_with_speakers(endpoint: str, sample_dir: Path) ->
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("1\n00:00:") and "[SPEAKER_01]" in result.stdout
     assert "[1/1] sample.wav: done (runpod): 2 speakers" in result.stderr
-    assert "[0/1] sample.wav: decode 0%" in result.stderr  # progress lines: stage and percent
+    # Progress lines: stage and percent, as far as polling saw them (a short stage can pass between two polls).
+    assert re.search(r"^\[0/1\] sample\.wav: (decode|transcribe|diarize|render) \d+%$", result.stderr, re.M)
 
 
 def test_several_inputs_to_a_folder_with_one_failure(

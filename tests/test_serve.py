@@ -183,9 +183,8 @@ def test_progress_stream_health_and_cancel(api: httpx.Client, clips: dict[str, s
 
     assert ok(api.post(f"/cancel/{queued}")) == {"id": queued, "status": "CANCELLED"}
     assert ok(api.post(f"/cancel/{running}")) == {"id": running, "status": "CANCELLED"}
-    # The stop signal reaches ASR between its windows (a window of this 2-minute clip takes 1-4 s on 2 busy cores);
-    # tests/reliability/test_endpoint_waits.py holds a stop in a download to within a second.
-    print(f"slot free {idle(api, within=15):.2f} s after the cancel")
+    # The job's thread leaves at once; the ASR window in flight (1-4 s of CPU here) finishes in the background.
+    print(f"slot free {idle(api, within=2.0):.2f} s after the cancel")
     cancelled = ok(api.get(f"/status/{running}"))
     assert cancelled["status"] == "CANCELLED" and "output" not in cancelled, "the late result was discarded"
     assert ok(api.get(f"/status/{queued}")) == {"id": queued, "status": "CANCELLED"}, "a cancelled job never ran"
@@ -197,7 +196,7 @@ def test_execution_timeout_marks_the_job_timed_out(api: httpx.Client, clips: dic
     job_id = ok(api.post("/run", json=body))["id"]
     state = finished(api, job_id)
     assert state["status"] == "TIMED_OUT" and 1500 <= state["executionTime"] < 5000 and "output" not in state
-    print(f"slot free {idle(api, within=15):.2f} s after the time-out was seen")
+    print(f"slot free {idle(api, within=2.0):.2f} s after the time-out was seen")
     assert ok(api.get(f"/status/{job_id}"))["status"] == "TIMED_OUT", "the late result was discarded"
 
     assert ok(api.post(f"/retry/{job_id}"))["status"] == "IN_QUEUE"

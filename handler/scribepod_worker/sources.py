@@ -548,24 +548,17 @@ def _download_s3(
         field, allow_private = "s3Config.endpointUrl", settings.allow_private_urls
     region = config.get("region") or None
     with _Download(settings, stop) as download:
-        refused = download.get(
-            _presign(bucket, key, config, endpoint, region),
-            target,
-            field=field,
-            allow_private=allow_private,
-            redirects=False,
-        )
+
+        def get_signed_for(signing_region: str | None) -> _Refused | None:
+            url = _presign(bucket, key, config, endpoint, signing_region)
+            return download.get(url, target, field=field, allow_private=allow_private, redirects=False)
+
+        refused = get_signed_for(region)
         if refused is not None and refused.status in (301, 400):
             # A bucket in another region than the one signed for: sign again for the region S3 names, as boto3 does.
             bucket_region = refused.headers.get("x-amz-bucket-region") or _xml_value(refused.body, "Region")
             if bucket_region and bucket_region != region:
-                refused = download.get(
-                    _presign(bucket, key, config, endpoint, bucket_region),
-                    target,
-                    field=field,
-                    allow_private=allow_private,
-                    redirects=False,
-                )
+                refused = get_signed_for(bucket_region)
     if refused is None:
         return
     code = _xml_value(refused.body, "Code")
