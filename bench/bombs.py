@@ -1,10 +1,11 @@
 """Decompression bombs against the decoder: peak memory added to refuse 6.5 hours of silence at the default 4-hour
 limit, and to accept 1 hour, each measured in a fresh child process (the rise of its ru_maxrss over what it held
-after imports). With --compare, the same cases through the decoder as committed (`git show HEAD:...decode.py`,
-loaded as a separate module), for a before/after table. With --job, the 1-hour file also goes through a whole job
-(decode, ASR with tiny.en and the builtin diarizer beside it) on a warmed-up engine.
+after imports). With --compare REV, the same cases through the decoder as it was at git revision REV (`git show
+REV:...decode.py`, loaded as a separate module), for a before/after table: 8da19fe is the last one before issue 9.
+With --job, the 1-hour file also goes through a whole job (decode, ASR with tiny.en and the builtin diarizer beside
+it) on a warmed-up engine.
 
-    .venv/bin/python -m bench.bombs --compare --job
+    .venv/bin/python -m bench.bombs --compare 8da19fe --job
 
 The bombs are made by the real ffmpeg: FLAC of silence at 1 kHz with 65535-sample frames (13.5 KB for 6.5 hours),
 the same with its STREAMINFO patched to claim 8 seconds, and a FLAC written to a pipe, which states no length.
@@ -45,10 +46,10 @@ def build(folder: Path) -> dict[str, Path]:
     }
 
 
-def old_decoder(folder: Path) -> ModuleType:
-    """The decoder as last committed, imported from a copy (the working tree is not touched)."""
+def old_decoder(folder: Path, revision: str) -> ModuleType:
+    """The decoder as it was at `revision`, imported from a copy (the working tree is not touched)."""
     source = subprocess.run(
-        ["git", "show", "HEAD:handler/scribepod_worker/decode.py"], cwd=ROOT, check=True, capture_output=True
+        ["git", "show", f"{revision}:handler/scribepod_worker/decode.py"], cwd=ROOT, check=True, capture_output=True
     ).stdout
     path = folder / "committed_decode.py"
     path.write_bytes(source)
@@ -61,9 +62,9 @@ def old_decoder(folder: Path) -> ModuleType:
 
 def child(file: Path, which: str) -> dict[str, object]:
     """Decode `file` in this (fresh) process; the peak RSS it added, the outcome, and the time taken."""
-    if which == "committed":
+    if which.startswith("at "):
         with tempfile.TemporaryDirectory(prefix="scribepod-bombs-") as folder:
-            decoder = old_decoder(Path(folder))
+            decoder = old_decoder(Path(folder), which.removeprefix("at "))
     else:
         from scribepod_worker import decode as decoder
     from scribepod_worker.errors import WorkerError
@@ -114,7 +115,7 @@ def measure(file: Path, which: str) -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--compare", action="store_true", help="also measure the committed decoder")
+    parser.add_argument("--compare", metavar="REV", help="also measure the decoder as of this git revision")
     parser.add_argument("--job", action="store_true", help="also run the 1 h file as a whole job (tiny.en, builtin)")
     parser.add_argument("--child", nargs=2, metavar=("FILE", "WHICH"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -125,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     samples_mb = ACCEPTED_SECONDS * 16_000 * 4 / MB
     print(f"limit {LIMIT_SECONDS} s; 1 h of float32 samples is {samples_mb:.0f} MB")
     with tempfile.TemporaryDirectory(prefix="scribepod-bombs-") as folder:
-        kinds = ["current", "committed"] if args.compare else ["current"]
+        kinds = ["current", f"at {args.compare}"] if args.compare else ["current"]
         print(f"{'case':40} {'file':>9} " + " ".join(f"{kind + ' (MB added, outcome, s)':>44}" for kind in kinds))
         for case, file in build(Path(folder)).items():
             cells = []
