@@ -106,6 +106,9 @@ def test_bad_options_fail_before_any_request(sample_dir: Path) -> None:
             nowhere.transcribe(sample_dir / "sample.wav", beam_size=0)
         with pytest.raises(InvalidInput, match="no such file"):
             nowhere.transcribe(sample_dir / "missing.wav")
+        for impossible in (float("inf"), float("nan"), 0.0001, -5.0, 30 * 24 * 3600.0):
+            with pytest.raises(InvalidInput, match="execution_timeout"):
+                nowhere.submit(sample_dir / "sample.wav", execution_timeout=impossible)
 
 
 def test_large_input_without_s3_fails_before_any_request(large_audio: Path) -> None:

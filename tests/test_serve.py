@@ -242,7 +242,13 @@ def test_payload_limits_match_runpods(api: httpx.Client) -> None:
 
 @pytest.mark.parametrize(
     ("body", "message"),
-    [(b'{"input": {"audio": ', "Invalid JSON"), (b'{"audio": "x.wav"}', "input: Field required"), (b"[]", "")],
+    [
+        (b'{"input": {"audio": ', "Invalid JSON"),
+        (b'{"audio": "x.wav"}', "input: Field required"),
+        (b"[]", ""),
+        (b'{"input": {}, "policy": {"ttl": 1' + b"0" * 400 + b"}}", "policy.ttl"),
+        (b'{"input": {}, "policy": {"executionTimeout": 99999999999999}}', "policy.executionTimeout"),
+    ],
 )
 def test_bad_bodies_are_400_with_a_json_error(api: httpx.Client, body: bytes, message: str) -> None:
     response = api.post("/run", content=body, headers={"Content-Type": "application/json"})

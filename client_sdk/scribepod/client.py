@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
@@ -40,6 +41,8 @@ from scribepod.models import Transcript, TranscriptionOptions
 from scribepod.redaction import redact, register_secret
 
 log = logging.getLogger("scribepod")
+# RunPod takes an executionTimeout of up to 7 days (the local endpoint holds it to the same).
+MAX_EXECUTION_TIMEOUT_S = 7 * 24 * 3600.0
 
 Fallback = Literal["never", "on_error", "local_only"]
 _VERSION = "0.1.0"
@@ -66,7 +69,7 @@ class _ClientBase:
             raise ValueError(f"fallback must be 'never', 'on_error' or 'local_only', not {fallback!r}")
         self.endpoint_id = endpoint_id or os.environ.get("SCRIBEPOD_ENDPOINT_ID") or None
         self._api_key = api_key or os.environ.get("RUNPOD_API_KEY") or None
-        register_secret(self._api_key)
+        register_secret(self._api_key, min_length=4)
         base = base_url or os.environ.get("SCRIBEPOD_BASE_URL") or None
         if base is None and self.endpoint_id is not None:
             base = DEFAULT_BASE_URL.format(endpoint_id=self.endpoint_id)
@@ -124,10 +127,22 @@ class _ClientBase:
         return prepare(source, options_size=len(json.dumps(options)), limit=limit, s3=self.s3)
 
     @staticmethod
-    def _body(prepared: PreparedAudio, options: dict[str, Any], execution_timeout: float | None) -> dict[str, Any]:
+    def _policy(execution_timeout: float | None) -> dict[str, Any] | None:
+        """RunPod's `policy` for a job, checked before anything is uploaded or sent."""
+        if execution_timeout is None:
+            return None
+        if not math.isfinite(execution_timeout) or not 0.001 <= execution_timeout <= MAX_EXECUTION_TIMEOUT_S:
+            raise InvalidInput(
+                f"execution_timeout must be between 0.001 and {MAX_EXECUTION_TIMEOUT_S:g} seconds, "
+                f"not {execution_timeout!r}"
+            )
+        return {"executionTimeout": round(execution_timeout * 1000)}
+
+    @staticmethod
+    def _body(prepared: PreparedAudio, options: dict[str, Any], policy: dict[str, Any] | None) -> dict[str, Any]:
         body: dict[str, Any] = {"input": {**prepared.fields, **options}}
-        if execution_timeout is not None:
-            body["policy"] = {"executionTimeout": int(execution_timeout * 1000)}
+        if policy is not None:
+            body["policy"] = policy
         return body
 
     def _wait_seconds(self, timeout: float | None) -> float | None:
@@ -254,9 +269,9 @@ class Client(_ClientBase):
 
     def submit(self, source: Source, *, execution_timeout: float | None = None, **options: Any) -> Job:
         """Queue a job (POST /run) and return its handle at once."""
-        clean = self._options(options)
+        clean, policy = self._options(options), self._policy(execution_timeout)
         prepared = self._prepare(source, clean, RUN_PAYLOAD_LIMIT)
-        state: JobState = self._drive(_flows.submit(self._body(prepared, clean, execution_timeout)))
+        state: JobState = self._drive(_flows.submit(self._body(prepared, clean, policy)))
         return Job(self, state, prepared)
 
     def job(self, job_id: str) -> Job:
@@ -421,9 +436,9 @@ class AsyncClient(_ClientBase):
             raise
 
     async def submit(self, source: Source, *, execution_timeout: float | None = None, **options: Any) -> AsyncJob:
-        clean = self._options(options)
+        clean, policy = self._options(options), self._policy(execution_timeout)
         prepared = await asyncio.to_thread(self._prepare, source, clean, RUN_PAYLOAD_LIMIT)
-        state: JobState = await self._drive(_flows.submit(self._body(prepared, clean, execution_timeout)))
+        state: JobState = await self._drive(_flows.submit(self._body(prepared, clean, policy)))
         return AsyncJob(self, state, prepared)
 
     def job(self, job_id: str) -> AsyncJob:

@@ -7,6 +7,7 @@ import contextlib
 import gc
 import logging
 import os
+import re
 import sys
 import threading
 import time
@@ -16,6 +17,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from scribepod.models import Transcript, TranscriptionRequest
+from scribepod.redaction import redact
 from scribepod_worker.engine import Engine, ProgressCallback
 from scribepod_worker.errors import WorkerError
 from scribepod_worker.stop import JobStopped, StopSignal
@@ -25,6 +27,7 @@ log = logging.getLogger("scribepod_worker")
 _engine: Engine | None = None
 _engine_lock = threading.Lock()
 _PROGRESS_INTERVAL_S = 2.0
+_ABSOLUTE_PATH = re.compile(r"(?<![\w:/])/[^\s'\"]+")
 
 
 def get_engine() -> Engine:
@@ -59,7 +62,7 @@ def handle(job: Any, progress: ProgressCallback | None = None, stop: StopSignal 
         return {"error": error.to_json()}
     except Exception as error:  # the worker must survive anything a job throws at it
         log.exception("job %s failed unexpectedly", job_id)
-        return {"error": WorkerError("internal", f"unexpected {type(error).__name__}: {error}").to_json()}
+        return {"error": WorkerError("internal", f"unexpected {type(error).__name__}: {_scrubbed(error)}").to_json()}
     finally:
         release_memory()
     return transcript.model_dump(mode="json", exclude={"job"})
@@ -84,6 +87,12 @@ async def handle_async(job: Any) -> dict[str, Any]:
             await work
         log.info("job %s stopped", job.get("id") if isinstance(job, dict) else None)
         raise
+
+
+def _scrubbed(error: Exception) -> str:
+    """An unexpected error's text for the caller: what it says (CUDA out of memory, ...) without the paths of this
+    machine or the credentials it may quote, and not at any length. The whole of it is in the (redacted) log."""
+    return _ABSOLUTE_PATH.sub("<path>", redact(str(error)))[:300]
 
 
 def _json_type(value: Any) -> str:

@@ -58,6 +58,11 @@ _WELL_KNOWN_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 # the relay is someone else's). No audio host needs them; each can carry a loopback or private IPv4. The deprecated
 # IPv4-compatible form (::a.b.c.d) lies in ::/8, which `is_reserved` already refuses.
 _REFUSED_IPV6 = tuple(ipaddress.IPv6Network(net) for net in ("64:ff9b:1::/48", "2002::/16", "2001::/32"))
+# Not public, though the `ipaddress` of Python 3.11 counts them global (later versions fixed its tables): IETF
+# protocol assignments (192.0.0.0/24: NAT64 discovery, DS-Lite, PCP anycast, ...), the deprecated site-local fec0::/10
+# (feff:: included) and the documentation range 3fff::/20 (RFC 9637).
+_REFUSED_IPV4 = (ipaddress.IPv4Network("192.0.0.0/24"),)
+_REFUSED_IPV6 += tuple(ipaddress.IPv6Network(net) for net in ("fec0::/10", "3fff::/20"))
 
 
 @contextlib.contextmanager
@@ -176,6 +181,8 @@ def is_public_address(address: ipaddress.IPv4Address | ipaddress.IPv6Address) ->
             return is_public_address(embedded)
         if any(address in network for network in _REFUSED_IPV6):
             return False
+    elif any(address in network for network in _REFUSED_IPV4):
+        return False
     return address.is_global and not (
         address.is_multicast
         or address.is_reserved
@@ -540,6 +547,9 @@ def _download_s3(
     if not bucket or not key:
         raise WorkerError("invalid_input", "audio: expected s3://bucket/key", "audio")
     config = dict(s3_config or {})
+    for name in ("accessId", "accessSecret", "endpointUrl", "region"):
+        if config.get(name) is not None and not isinstance(config[name], str):
+            raise WorkerError("invalid_input", f"s3Config.{name} must be a string", f"s3Config.{name}")
     endpoint = settings.s3_endpoint_url  # the operator's, trusted (MinIO on the worker's network); None: AWS
     field, allow_private = "audio", settings.allow_private_urls or bool(endpoint)
     if config.get("endpointUrl"):

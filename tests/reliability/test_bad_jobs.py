@@ -139,6 +139,18 @@ BAD_JOBS: list[tuple[str, Any, str, str | None]] = [
         "invalid_input",
         "s3Config",
     ),
+    (
+        "s3Config region a number",
+        {"id": "j", "input": {"audio": "s3://bucket/key"}, "s3Config": {"region": 5}},
+        "invalid_input",
+        "s3Config.region",
+    ),
+    (
+        "s3Config keys not strings",
+        {"id": "j", "input": {"audio": "s3://bucket/key"}, "s3Config": {"accessId": ["x"], "accessSecret": {}}},
+        "invalid_input",
+        "s3Config.accessId",
+    ),
 ]
 
 

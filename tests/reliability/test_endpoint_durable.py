@@ -154,8 +154,8 @@ def start_serve(tmp_path: Path) -> Iterator[Any]:
 
 
 def job_folders(tmp: Path) -> list[Path]:
-    """The jobs' temp folders (`scribepod-*`) anywhere under `tmp`, apart from the endpoints' work folders."""
-    return [path for path in tmp.rglob("scribepod-*") if not path.name.startswith("scribepod-endpoint-")]
+    """The jobs' temp folders (`scribepod-*`) anywhere under `tmp`: the state directory's work folder, or TMPDIR."""
+    return list(tmp.rglob("scribepod-*"))
 
 
 @pytest.fixture(scope="module")
@@ -177,7 +177,10 @@ def test_kill_and_restart_loses_no_job_and_runs_none_twice(start_serve: Any, cli
         assert health["jobs"]["inProgress"] == 2 and health["jobs"]["inQueue"] == 2, health
         full = httpx.post(f"{first.base}/run", json={"input": {"audio": f"{audio_base}/clip.wav?job=x"}})
         assert full.status_code == 429 and "queue is full" in full.json()["error"]
-        assert len(job_folders(tmp_path / "tmp")) == 2, "the running jobs have their temp folders"
+        # In the state directory, never under a predictable name in the shared temp directory, where a planted link
+        # would have the start-up sweep empty someone else's folder.
+        assert len(job_folders(tmp_path / "state" / "tmp")) == 2, "the running jobs have their temp folders"
+        assert job_folders(tmp_path / "tmp") == []
 
         first.kill()
         gate.release_all()
@@ -189,7 +192,7 @@ def test_kill_and_restart_loses_no_job_and_runs_none_twice(start_serve: Any, cli
         assert [gate.fetches[str(n)] for n in range(4)] == [2, 2, 1, 1]
         health = second.api("/health")
         assert health["jobs"]["completed"] == 4 and health["jobs"]["retried"] == 2, health
-        assert job_folders(tmp_path / "tmp") == [], "the killed jobs' temp folders were swept at start"
+        assert job_folders(tmp_path) == [], "the killed jobs' temp folders were swept at start"
 
         # A job that is running each time the endpoint dies fails at the limit, with a contract error.
         with gate.changed:
@@ -201,7 +204,7 @@ def test_kill_and_restart_loses_no_job_and_runs_none_twice(start_serve: Any, cli
         state = third.until(doomed, FINAL)
         error = ErrorInfo.model_validate_json(state["error"])
         assert state["status"] == "FAILED" and error.code == "internal" and "limit" in error.message, state
-        assert job_folders(tmp_path / "tmp") == []
+        assert job_folders(tmp_path) == []
         assert all(third.api(f"/status/{job_id}")["status"] == "COMPLETED" for job_id in jobs), "results survive"
         gate.release_all()
         third.stop()

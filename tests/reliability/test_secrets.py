@@ -41,6 +41,11 @@ def signed_url(base: str, name: str) -> str:
         f"headers: {{'Authorization': 'Bearer {API_KEY}'}}",
         f"Authorization: {API_KEY}",
         f"retrying with X-Amz-Signature={SIGNATURE}",
+        f"echo {{'HTTP_AUTHORIZATION': '{API_KEY}'}}",
+        f'echo {{"authorization": ["{API_KEY}"]}}',
+        f"headers X-Amz-Signature: {SIGNATURE}",
+        f"in https%3A%2F%2Fs3.amazonaws.com%2Fk%3FX-Amz-Signature%3D{SIGNATURE}%26X-Amz-Credential%3D{CREDENTIAL}",
+        f'config {{"aws_secret_access_key": "{API_KEY}", "accessSecret": "{SIGNATURE}"}}',
     ],
 )
 def test_redact_removes_every_kind_of_secret(text: str) -> None:

@@ -201,6 +201,10 @@ def test_an_octal_address_is_not_a_url(job_tmp: Path, loopback: FileServer) -> N
         ("192.0.2.1", False),  # documentation
         ("198.18.0.1", False),  # benchmarking
         ("240.0.0.1", False),  # reserved
+        ("192.0.0.192", False),  # IETF protocol assignments (Python 3.11 counts them global)
+        ("fec0::1", False),  # site-local, deprecated (likewise)
+        ("feff::1", False),
+        ("3fff::1", False),  # documentation, RFC 9637
     ],
 )
 def test_is_public_address(address: str, public: bool) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import logging
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated
@@ -22,6 +23,7 @@ from starlette.exceptions import HTTPException
 from scribepod_worker.endpoint.jobs import JobStore, NotRetryableError, QueueFullError, UnknownJobError
 from scribepod_worker.endpoint.models import ErrorBody, Health, JobState, PurgeResult, RunRequest, StreamState
 
+log = logging.getLogger("scribepod_worker.endpoint")
 MB = 1024 * 1024
 RUN_BODY_LIMIT = 10 * MB  # RunPod's /run payload limit
 RUNSYNC_BODY_LIMIT = 20 * MB  # RunPod's /runsync payload limit
@@ -187,3 +189,9 @@ def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(NotRetryableError)
     async def not_retryable(_: Request, error: NotRetryableError) -> JSONResponse:
         return reply(400, str(error))
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, error: Exception) -> JSONResponse:
+        """A bug still answers in the API's shape; the traceback goes to the (redacted) log, not to the caller."""
+        log.exception("unexpected error answering a request")
+        return reply(500, f"internal error ({type(error).__name__})")

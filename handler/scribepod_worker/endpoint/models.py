@@ -28,13 +28,18 @@ class _Wire(BaseModel):
     model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True)
 
 
+# The longest executionTimeout or ttl taken: a week (a 400-digit number once overflowed the conversion to seconds,
+# and a deadline past threading.TIMEOUT_MAX would stop the timekeeper).
+MAX_POLICY_MS = 7 * 24 * 3600 * 1000
+
+
 class Policy(_Wire):
     """`policy` of a /run or /runsync body, in milliseconds as RunPod takes them (`lowPriority` has no meaning here)."""
 
     model_config = ConfigDict(extra="ignore")
 
-    execution_timeout: int | None = Field(default=None, gt=0)
-    ttl: int | None = Field(default=None, gt=0)
+    execution_timeout: int | None = Field(default=None, gt=0, le=MAX_POLICY_MS)
+    ttl: int | None = Field(default=None, gt=0, le=MAX_POLICY_MS)
 
 
 class RunRequest(_Wire):

@@ -2,20 +2,18 @@
 
 One `serve` process owns a state directory at a time (an exclusive `flock` on `<state-dir>/lock`, which the kernel
 drops when the process dies, kill -9 included). Owning the directory also makes it safe to sweep the jobs' temporary
-folders at start: they live in a work folder of their own (`<tmp>/scribepod-endpoint-<hash of the state dir>/`), and
-whatever is in it when the lock is taken was left by a process that no longer runs (a clean shutdown removes the
-folder itself). Temporary folders of other processes (another `serve` on another state directory, a RunPod worker)
-are in other work folders or directly in the temp directory, and are never touched: nothing tells whether they are
-still in use.
+folders at start: they live in a work folder of their own, `<state-dir>/tmp/`, and whatever is in it when the lock
+is taken was left by a process that no longer runs (a clean shutdown removes the folder itself). It is inside the
+state directory, not in the shared /tmp, where anyone could plant a link under its predictable name and have the
+sweep empty another folder. Temporary folders of other processes (another `serve` on another state directory, a
+RunPod worker) are never touched: nothing tells whether they are still in use.
 """
 
 from __future__ import annotations
 
 import fcntl
-import hashlib
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import IO
 
@@ -37,8 +35,7 @@ class StateDir:
         self.path = path.expanduser().resolve()
         self.path.mkdir(parents=True, exist_ok=True)
         self.database = self.path / "jobs.sqlite3"
-        digest = hashlib.sha256(str(self.path).encode()).hexdigest()[:12]
-        self.workdir = Path(tempfile.gettempdir()) / f"scribepod-endpoint-{digest}"
+        self.workdir = self.path / "tmp"
         self._lock: IO[str] | None = None
 
     def acquire(self) -> None:
