@@ -50,6 +50,24 @@ def test_local_mode_failure_exits_non_zero_with_the_contract_error(tmp_path: Pat
     assert '"code": "audio_decode_failed"' in result.stdout
 
 
+def test_help_lists_the_commands_without_starting_the_worker() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "scribepod_worker.cli", "--help"], env=ENV, capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0 and "scribepod-worker serve" in result.stdout
+    assert result.stderr == ""  # nothing was loaded: no start-up log lines
+
+
+@pytest.mark.parametrize(
+    ("job", "message"),
+    [('{"input": ', "--test_input is not valid JSON"), ('["a"]', '--test_input must be a job object with an "input"')],
+)
+def test_a_bad_test_input_is_refused_before_the_warm_up(tmp_path: Path, job: str, message: str) -> None:
+    result = python("-m", "scribepod_worker", "--test_input", job, cwd=tmp_path)
+    assert result.returncode == 1 and message in result.stderr
+    assert "Traceback" not in result.stderr and "ready in" not in result.stderr
+
+
 @pytest.fixture(scope="module")
 def api() -> Iterator[str]:
     port = free_port()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -34,7 +35,22 @@ def _fail_start(error: startup.StartupError) -> NoReturn:
     sys.exit(1)
 
 
+def _check_test_input(argv: list[str]) -> None:
+    """Refuse a `--test_input` that is not JSON now, in one line, not with runpod's traceback after the warm-up."""
+    if "--test_input" not in argv:
+        return
+    position = argv.index("--test_input") + 1
+    text = argv[position] if position < len(argv) else ""
+    try:
+        job = json.loads(text)
+    except ValueError as error:
+        sys.exit(f'--test_input is not valid JSON ({error}); give a job such as \'{{"input": {{"audio": "..."}}}}\'')
+    if not isinstance(job, dict) or not isinstance(job.get("input"), dict):
+        sys.exit('--test_input must be a job object with an "input" object: \'{"input": {"audio": "..."}}\'')
+
+
 def main() -> None:
+    _check_test_input(sys.argv[1:])
     configure_logging()
     local_test = "--rp_serve_api" not in sys.argv and not os.environ.get("RUNPOD_WEBHOOK_GET_JOB")
     if local_test:
