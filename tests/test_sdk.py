@@ -290,5 +290,5 @@ def test_fallback_without_the_engine_says_what_to_install(monkeypatch: pytest.Mo
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "scribepod_worker" else real_find_spec(name, *a)
     )
-    with pytest.raises(LocalInferenceUnavailable, match=r'pip install "scribepod\[local\]"'):
+    with pytest.raises(LocalInferenceUnavailable, match=r"pip install torch==2.13.0 ./client_sdk ."):
         Client(base_url="http://127.0.0.1:9", fallback="on_error")

@@ -1,4 +1,4 @@
-"""Local inference: the worker's own engine, in this process (`pip install "scribepod[local]"`)."""
+"""Local inference: the worker's own engine, in this process (installed beside the SDK: see INSTALL_HINT)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,10 @@ from scribepod._sources import Source, describe, is_remote, read_bytes
 from scribepod.errors import JobFailed, LocalInferenceUnavailable
 from scribepod.models import JobInfo, Transcript, TranscriptionRequest
 
-INSTALL_HINT = 'local inference needs the worker engine: pip install "scribepod[local]"'
+INSTALL_HINT = (
+    "local inference needs the worker engine beside the SDK (neither is on PyPI): from a checkout of the scribepod "
+    "repository, pip install torch==2.13.0 ./client_sdk ."
+)
 
 
 def require_engine() -> None:

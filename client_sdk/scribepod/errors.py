@@ -75,4 +75,4 @@ class JobNotFound(ScribepodError):
 
 
 class LocalInferenceUnavailable(ScribepodError):
-    """Local inference was asked for but the worker engine is not installed (pip install "scribepod[local]")."""
+    """Local inference was asked for but the worker engine is not installed (the message says how to install it)."""
