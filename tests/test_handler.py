@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from pathlib import Path
 from types import SimpleNamespace
@@ -341,3 +342,20 @@ def test_without_vad_decoding_is_sequential_and_complete(
     wer = word_error_rate(read_stm_text(sample_dir / "sample.stm"), transcript.text)
     assert wer <= reference_wer[False] + WER_MARGIN
     assert "jersey now" in transcript.text.lower()  # the last words, which fixed 30 s windows would cut
+
+
+def test_the_sdks_compression_for_large_inputs_keeps_the_words(worker: Engine, sample_dir: Path) -> None:
+    """What the SDK sends when an input is over RunPod's limit (16 kHz mono Opus at 24 kbit/s) transcribes as well as
+    the original, against the sample's reference, both decoded in this run."""
+    from scribepod._sources import compress_for_upload
+
+    original = (sample_dir / "sample.wav").read_bytes()
+    compressed = compress_for_upload(original, "sample.wav")
+    assert compressed is not None and len(compressed) * 8 < len(original)
+    reference = read_stm_text(sample_dir / "sample.stm")
+    scores = {}
+    for kind, data in (("original", original), ("compressed", compressed)):
+        transcript = ok({"audio_base64": base64.b64encode(data).decode(), "diarize": False})
+        scores[kind] = word_error_rate(reference, transcript.text)
+    print(f"WER on the sample: {scores}")
+    assert scores["compressed"] <= scores["original"] + 0.03

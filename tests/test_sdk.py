@@ -27,6 +27,7 @@ from scribepod import (
     S3Settings,
     SubmissionUncertain,
     Transcript,
+    _sources,
 )
 
 from conftest import API_KEY, ffmpeg
@@ -111,11 +112,37 @@ def test_bad_options_fail_before_any_request(sample_dir: Path) -> None:
                 nowhere.submit(sample_dir / "sample.wav", execution_timeout=impossible)
 
 
+def test_large_input_is_compressed_to_fit_inline(
+    endpoint: str, large_audio: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """23 MB of 48 kHz stereo float WAV is over RunPod's limit; as 16 kHz mono Opus it goes inline, no S3 needed."""
+    sent: list[int] = []
+    compress = _sources.compress_for_upload
+
+    def counted(data: bytes, name: str) -> bytes | None:
+        sent.append(len(data))
+        return compress(data, name)
+
+    monkeypatch.setattr(_sources, "compress_for_upload", counted)
+    with Client(base_url=endpoint, timeout=120) as client:
+        transcript = client.transcribe(large_audio, diarize=False)
+    assert sent == [large_audio.stat().st_size]
+    assert 59.9 < transcript.duration < 60.1 and "chicago" in transcript.text.lower()
+
+
+@pytest.fixture
+def no_ffmpeg_for_the_sdk(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The SDK as on a machine without ffmpeg: an input over the limit cannot be compressed."""
+    monkeypatch.setattr(_sources, "compress_for_upload", lambda data, name: None)
+
+
+@pytest.mark.usefixtures("no_ffmpeg_for_the_sdk")
 def test_large_input_without_s3_fails_before_any_request(large_audio: Path) -> None:
     with Client(base_url=f"http://127.0.0.1:{free_port()}") as nowhere, pytest.raises(PayloadTooLarge, match="S3"):
         nowhere.transcribe(large_audio)
 
 
+@pytest.mark.usefixtures("no_ffmpeg_for_the_sdk")
 def test_large_input_goes_through_s3(endpoint: str, large_audio: Path) -> None:
     with moto_s3_server() as s3_url:
         os.environ.update(AWS_ACCESS_KEY_ID="test", AWS_SECRET_ACCESS_KEY="test", AWS_DEFAULT_REGION="us-east-1")
