@@ -39,6 +39,15 @@ class TranscriptionOptions(BaseModel):
     temperature: float | list[float] | None = None
     initial_prompt: str | None = None
     hotwords: str | None = None
+    # faster-whisper's decoding options, under its names and with its defaults (the official worker's fields map here).
+    best_of: int = Field(default=5, ge=1, le=50)
+    patience: float = Field(default=1.0, gt=0.0, le=100.0)
+    length_penalty: float = Field(default=1.0, ge=0.0, le=100.0)
+    suppress_tokens: list[int] = Field(default_factory=lambda: [-1], max_length=1000)
+    condition_on_previous_text: bool = True
+    compression_ratio_threshold: float | None = Field(default=2.4, gt=0.0, allow_inf_nan=False)
+    log_prob_threshold: float | None = Field(default=-1.0, allow_inf_nan=False)
+    no_speech_threshold: float | None = Field(default=0.6, ge=0.0, le=1.0)
     diarize: bool = True
     num_speakers: int | None = Field(default=None, ge=1, le=64)
     min_speakers: int | None = Field(default=None, ge=1, le=64)
@@ -124,6 +133,10 @@ class JobInfo(_Response):
     execution_time: float | None = None
     worker_id: str | None = None
     provider: Literal["runpod", "local"] = "runpod"
+    gpu_class: str | None = None
+    """The price class of the GPU the job ran on (`unknown`: none matched); see `scribepod.usage`."""
+    estimated_cost_usd: float | None = None
+    """executionTime x the class's price per second; None where the job cannot be priced (CPU, unknown GPU)."""
 
 
 class Transcript(_Response):
@@ -138,6 +151,7 @@ class Transcript(_Response):
     turns: list[Turn] = Field(default_factory=list)
     model: str | None = None
     device: str | None = None
+    gpu: str | None = None  # the GPU model the job ran on; null on CPU
     diarizer: str | None = None
     timings: dict[str, float] = Field(default_factory=dict)
     formats: dict[str, str] = Field(default_factory=dict)

@@ -18,8 +18,9 @@ from pydantic import ValidationError
 
 from scribepod.models import Transcript, TranscriptionRequest
 from scribepod.redaction import redact
+from scribepod_worker import compat
 from scribepod_worker.engine import Engine, ProgressCallback
-from scribepod_worker.errors import WorkerError
+from scribepod_worker.errors import WorkerError, validation_problems
 from scribepod_worker.stop import JobStopped, StopSignal
 
 log = logging.getLogger("scribepod_worker")
@@ -27,6 +28,8 @@ log = logging.getLogger("scribepod_worker")
 _engine: Engine | None = None
 _engine_lock = threading.Lock()
 _PROGRESS_INTERVAL_S = 2.0
+# Share of a job's percent the official worker's `translate: true` pass takes (it runs first; see `run_job`).
+_TRANSLATE_SHARE = 40.0
 _ABSOLUTE_PATH = re.compile(r"(?<![\w:/])/[^\s'\"]+")
 
 
@@ -56,7 +59,7 @@ def handle(job: Any, progress: ProgressCallback | None = None, stop: StopSignal 
     try:
         if not isinstance(job, dict):
             raise WorkerError("invalid_input", f"a job must be a JSON object, not {_json_type(job)}", "input")
-        transcript = run_job(job, progress if progress is not None else runpod_progress(job), stop)
+        output = run_job(job, progress if progress is not None else runpod_progress(job), stop)
     except WorkerError as error:
         log.warning("job %s failed: %s: %s", job_id, error.code, error.message)
         return {"error": error.to_json()}
@@ -65,7 +68,7 @@ def handle(job: Any, progress: ProgressCallback | None = None, stop: StopSignal 
         return {"error": WorkerError("internal", f"unexpected {type(error).__name__}: {_scrubbed(error)}").to_json()}
     finally:
         release_memory()
-    return transcript.model_dump(mode="json", exclude={"job"})
+    return output
 
 
 async def handle_async(job: Any) -> dict[str, Any]:
@@ -112,20 +115,75 @@ def release_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def run_job(job: dict[str, Any], progress: ProgressCallback | None, stop: StopSignal | None = None) -> Transcript:
+def run_job(job: dict[str, Any], progress: ProgressCallback | None, stop: StopSignal | None = None) -> dict[str, Any]:
+    """The job's output: ours, plus the official worker's keys when the input was written for it (see `compat`)."""
     job_input = job.get("input")
     if not isinstance(job_input, dict):
         raise WorkerError(
             "invalid_input", f"the job's input must be a JSON object, not {_json_type(job_input)}", "input"
         )
+    asked: compat.OfficialRequest | None = None
+    fields: dict[str, Any] = job_input
+    problems: list[tuple[str | None, str]] = []
+    renamed: dict[str, str] = {}
+    if compat.is_official(job_input):
+        fields, asked, problems = compat.to_ours(job_input)
+        renamed = {mine: theirs for theirs, mine in compat.RENAMED.items() if theirs in job_input}
     try:
-        request = TranscriptionRequest.model_validate(job_input)
+        request = TranscriptionRequest.model_validate(fields)
     except ValidationError as error:
-        raise WorkerError.from_validation(error) from None
+        raise WorkerError.invalid_fields([*problems, *validation_problems(error, renamed)], job_input) from None
+    if problems:
+        raise WorkerError.invalid_fields(problems, job_input)
     s3_config = job.get("s3Config")
     if s3_config is not None and not isinstance(s3_config, dict):
         raise WorkerError("invalid_input", f"s3Config must be a JSON object, not {_json_type(s3_config)}", "s3Config")
-    return get_engine().run(request, s3_config=s3_config, progress=progress, stop=stop)
+    engine = get_engine()
+    if asked is None:
+        return _output(engine.run(request, s3_config=s3_config, progress=progress, stop=stop))
+    translation = None
+    if asked.translate:  # first, so a model that cannot translate fails before the transcription is made
+        translation = _translated(
+            engine, request, s3_config, _scaled(progress, 0.0, _TRANSLATE_SHARE, "translate"), stop
+        )
+        progress = _scaled(progress, _TRANSLATE_SHARE, 100.0)
+    transcript = engine.run(request, s3_config=s3_config, progress=progress, stop=stop)
+    return {**_output(transcript), **compat.official_output(transcript, asked, translation)}
+
+
+def _output(transcript: Transcript) -> dict[str, Any]:
+    return transcript.model_dump(mode="json", exclude={"job"})
+
+
+def _translated(
+    engine: Engine,
+    request: TranscriptionRequest,
+    s3_config: dict[str, Any] | None,
+    progress: ProgressCallback | None,
+    stop: StopSignal | None,
+) -> Transcript:
+    """The official worker's `translate: true`: a second pass with task=translate beside the transcription (its
+    `translation` key), without speakers or word timings, which it does not give."""
+    translating = request.model_copy(
+        update={"task": "translate", "diarize": False, "word_timestamps": False, "output_formats": []}
+    )
+    try:
+        return engine.run(translating, s3_config=s3_config, progress=progress, stop=stop)
+    except WorkerError as error:
+        if error.field == "task":  # the caller asked with `translate`, not `task`
+            raise WorkerError(error.code, error.message, "translate") from None
+        raise
+
+
+def _scaled(
+    progress: ProgressCallback | None, low: float, high: float, stage: str | None = None
+) -> ProgressCallback | None:
+    """One pass of a two-pass job reported as its share [low, high] of the job's percent, so progress never goes
+    down; `stage` renames the pass's stages."""
+    if progress is None:
+        return None
+    report = progress
+    return lambda name, percent: report(stage or name, low + (high - low) * percent / 100.0)
 
 
 def runpod_progress(job: dict[str, Any]) -> ProgressCallback | None:

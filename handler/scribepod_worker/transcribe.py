@@ -48,6 +48,10 @@ KNOWN_MODELS = (
     "distil-large-v3",
     "distil-large-v3.5",
 )
+# The official worker's (runpod-workers/worker-faster_whisper) model names that are not ours, as aliases: a job that
+# names one gets our model of that name where it is present. Its other names (tiny, base, small, medium, large-v1,
+# large-v2, large-v3, distil-large-v2, distil-large-v3) are ours already.
+MODEL_ALIASES = {"turbo": "large-v3-turbo"}
 DEFAULT_BATCH_SIZE = {"cuda": 16, "cpu": 8}  # a start-up check sizes the CUDA one to the GPU
 # Length of the blocks long audio is transcribed in (see `transcribe`): 15 minutes keep a block's batches full.
 BLOCK_SECONDS = 900.0
@@ -107,16 +111,18 @@ def resolve_model(name: str, settings: WorkerSettings) -> ResolvedModel:
 
     A job names a model; only the operator's settings give paths (`settings.model` may be one, and a job that names
     it exactly gets it). Anything else (a path, `.`/`..`, a name too long to be one, a model not on the list) is
-    `model_unavailable` with the names on offer, and never a path of this machine, nor a download.
+    `model_unavailable` with the names on offer, and never a path of this machine, nor a download. The official
+    worker's names (`MODEL_ALIASES`) stand for ours, so its payloads run unchanged where the model is present.
     """
     if name == settings.model:
         path = _default_model_dir(settings)
         if path is not None:
             return ResolvedModel(name=name if not _is_path(name) else model_name_of(path), path=path)
     elif _plain_name(name):
-        path = available_models(settings).get(name)
-        if path is not None:
-            return ResolvedModel(name=name, path=path)
+        available = available_models(settings)
+        for known in (name, MODEL_ALIASES.get(name)):
+            if known is not None and known in available:
+                return ResolvedModel(name=known, path=available[known])
     raise _unavailable(name, settings)
 
 
@@ -165,7 +171,9 @@ def _plain_name(name: str) -> bool:
 
 def _unavailable(name: str, settings: WorkerSettings) -> WorkerError:
     offered = ", ".join(sorted(available_models(settings))) or "none"
-    if _plain_name(name):
+    if name in MODEL_ALIASES:
+        asked = f"model {name!r} ({MODEL_ALIASES[name]}) is not present on this worker"
+    elif _plain_name(name):
         asked = f"model {name!r} is not present on this worker"
     elif name == settings.model:
         asked = "the directory SCRIBEPOD_MODEL names holds no CTranslate2 model (model.bin and config.json)"
@@ -368,6 +376,14 @@ def _transcribe_blocks(
         "word_timestamps": options.word_timestamps,
         "initial_prompt": options.initial_prompt,
         "hotwords": options.hotwords,
+        "best_of": options.best_of,
+        "patience": options.patience,
+        "length_penalty": options.length_penalty,
+        "suppress_tokens": options.suppress_tokens,
+        "condition_on_previous_text": options.condition_on_previous_text,
+        "compression_ratio_threshold": options.compression_ratio_threshold,
+        "log_prob_threshold": options.log_prob_threshold,
+        "no_speech_threshold": options.no_speech_threshold,
     }
     if options.temperature is not None:
         kwargs["temperature"] = options.temperature
