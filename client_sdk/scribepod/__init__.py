@@ -33,17 +33,21 @@ from scribepod.models import (
     Turn,
     Word,
 )
+from scribepod.usage import PRICES_AS_OF, GpuClass, JobCost, PriceTable, Usage, UsageSummary, estimate
 
 __all__ = [
+    "PRICES_AS_OF",
     "AsyncClient",
     "AsyncJob",
     "AuthenticationError",
     "Client",
     "EndpointUnavailable",
     "ErrorInfo",
+    "GpuClass",
     "InvalidInput",
     "Job",
     "JobCancelled",
+    "JobCost",
     "JobFailed",
     "JobInfo",
     "JobNotFound",
@@ -51,6 +55,7 @@ __all__ = [
     "JobTimedOut",
     "LocalInferenceUnavailable",
     "PayloadTooLarge",
+    "PriceTable",
     "S3Settings",
     "ScribepodError",
     "Segment",
@@ -60,6 +65,9 @@ __all__ = [
     "TranscriptionOptions",
     "TranscriptionRequest",
     "Turn",
+    "Usage",
+    "UsageSummary",
     "Word",
+    "estimate",
 ]
 __version__ = "0.1.0"

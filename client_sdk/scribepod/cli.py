@@ -115,6 +115,8 @@ def transcribe(client: Client, args: argparse.Namespace) -> int:
         threads.append(thread)
     for thread in threads:
         thread.join()
+    if not args.quiet:  # what the batch used: jobs, audio, GPU seconds, estimated cost (README, Cost tracking)
+        print(client.usage.summary().line(), file=sys.stderr, flush=True)
 
     code = EXIT_OK
     for index, source in enumerate(args.inputs):

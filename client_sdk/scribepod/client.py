@@ -39,9 +39,10 @@ from scribepod._sources import PreparedAudio, S3Settings, Source, delete_upload,
 from scribepod.errors import EndpointUnavailable, InvalidInput, ScribepodError
 from scribepod.models import Transcript, TranscriptionOptions
 from scribepod.redaction import redact, register_secret
+from scribepod.usage import PriceTable, Tier, Usage, tier_from_env
 
 log = logging.getLogger("scribepod")
-# RunPod takes an executionTimeout of up to 7 days (the local endpoint holds it to the same).
+# RunPod takes an executionTimeout over 5 s and up to 7 days (the local endpoint holds it to the same).
 MAX_EXECUTION_TIMEOUT_S = 7 * 24 * 3600.0
 
 Fallback = Literal["never", "on_error", "local_only"]
@@ -64,6 +65,8 @@ class _ClientBase:
         s3: S3Settings | None = None,
         s3_bucket: str | None = None,
         s3_endpoint_url: str | None = None,
+        prices: PriceTable | None = None,
+        price_tier: Tier | None = None,
     ) -> None:
         if fallback not in ("never", "on_error", "local_only"):
             raise ValueError(f"fallback must be 'never', 'on_error' or 'local_only', not {fallback!r}")
@@ -90,6 +93,9 @@ class _ClientBase:
             register_secret(self.s3.access_key_id)
             register_secret(self.s3.secret_access_key)
         self._local = LocalEngine() if fallback != "never" else None
+        # Estimated cost of each finished job, summed: `prices` else $SCRIBEPOD_PRICES' overrides of the shipped
+        # table; `price_tier` else $SCRIBEPOD_PRICE_TIER, else flex.
+        self.usage = Usage(prices or PriceTable.from_env(), price_tier or tier_from_env())
 
     def __repr__(self) -> str:  # never shows the API key, nor a password in the base URL
         return f"{type(self).__name__}(base_url={redact(self.base_url or '')!r}, fallback={self.fallback!r})"
@@ -117,10 +123,10 @@ class _ClientBase:
         """Validate the options here, so a typo fails at once and names the field, before any upload."""
         try:
             validated = TranscriptionOptions.model_validate(options)
-        except ValidationError as error:
-            first = error.errors()[0]
-            field = ".".join(str(part) for part in first["loc"]) or "options"
-            raise InvalidInput(f"{field}: {first['msg']}") from None
+        except ValidationError as error:  # every invalid field in one answer, as the worker gives them
+            problems = [f"{'.'.join(str(p) for p in e['loc']) or 'options'}: {e['msg']}" for e in error.errors()]
+            message = problems[0] if len(problems) == 1 else f"{len(problems)} invalid fields: " + "; ".join(problems)
+            raise InvalidInput(message) from None
         return validated.model_dump(exclude_defaults=True)
 
     def _prepare(self, source: Source, options: dict[str, Any], limit: int) -> PreparedAudio:
@@ -131,9 +137,9 @@ class _ClientBase:
         """RunPod's `policy` for a job, checked before anything is uploaded or sent."""
         if execution_timeout is None:
             return None
-        if not math.isfinite(execution_timeout) or not 0.001 <= execution_timeout <= MAX_EXECUTION_TIMEOUT_S:
+        if not math.isfinite(execution_timeout) or not 5.0 < execution_timeout <= MAX_EXECUTION_TIMEOUT_S:
             raise InvalidInput(
-                f"execution_timeout must be between 0.001 and {MAX_EXECUTION_TIMEOUT_S:g} seconds, "
+                f"execution_timeout must be over 5 and at most {MAX_EXECUTION_TIMEOUT_S:g} seconds (RunPod's bounds), "
                 f"not {execution_timeout!r}"
             )
         return {"executionTimeout": round(execution_timeout * 1000)}
@@ -255,17 +261,18 @@ class Client(_ClientBase):
         clean = self._options(options)
         if self.fallback == "local_only":
             assert self._local is not None
-            return self._local.transcribe(source, clean, None)
+            return self.usage.record(self._local.transcribe(source, clean, None))
         try:
             prepared = self._prepare(source, clean, self._payload_limit(on_progress))
             try:
-                return self._drive(self._run_and_wait(prepared, clean, timeout, on_progress, batch))  # type: ignore[no-any-return]
+                transcript: Transcript = self._drive(self._run_and_wait(prepared, clean, timeout, on_progress, batch))
             finally:
                 self._cleanup(prepared)
         except ScribepodError as error:
             if self._should_fall_back(error):
-                return self._fall_back(source, clean, error)
+                return self.usage.record(self._fall_back(source, clean, error))
             raise
+        return self.usage.record(transcript)
 
     def submit(self, source: Source, *, execution_timeout: float | None = None, **options: Any) -> Job:
         """Queue a job (POST /run) and return its handle at once."""
@@ -335,10 +342,11 @@ class Job(_JobBase):
         wait = self._client._wait_seconds(timeout)
         deadline = None if wait is None else time.monotonic() + wait
         try:
-            return self._client._drive(_flows.wait(self._state, deadline, on_progress))  # type: ignore[no-any-return]
+            transcript: Transcript = self._client._drive(_flows.wait(self._state, deadline, on_progress))
         finally:
             if self._prepared is not None:
                 self._client._cleanup(self._prepared)
+        return self._client.usage.record(transcript)
 
     def cancel(self) -> str:
         self._state = self._client._drive(_flows.cancel(self.id))
@@ -423,17 +431,20 @@ class AsyncClient(_ClientBase):
         clean = self._options(options)
         if self.fallback == "local_only":
             assert self._local is not None
-            return await asyncio.to_thread(self._local.transcribe, source, clean, None)
+            return self.usage.record(await asyncio.to_thread(self._local.transcribe, source, clean, None))
         try:
             prepared = await asyncio.to_thread(self._prepare, source, clean, self._payload_limit(on_progress))
             try:
-                return await self._drive(self._run_and_wait(prepared, clean, timeout, on_progress, batch))  # type: ignore[no-any-return]
+                transcript: Transcript = await self._drive(
+                    self._run_and_wait(prepared, clean, timeout, on_progress, batch)
+                )
             finally:
                 await asyncio.to_thread(self._cleanup, prepared)
         except ScribepodError as error:
             if self._should_fall_back(error):
-                return await asyncio.to_thread(self._fall_back, source, clean, error)
+                return self.usage.record(await asyncio.to_thread(self._fall_back, source, clean, error))
             raise
+        return self.usage.record(transcript)
 
     async def submit(self, source: Source, *, execution_timeout: float | None = None, **options: Any) -> AsyncJob:
         clean, policy = self._options(options), self._policy(execution_timeout)
@@ -483,10 +494,11 @@ class AsyncJob(_JobBase):
         wait = self._client._wait_seconds(timeout)
         deadline = None if wait is None else time.monotonic() + wait
         try:
-            return await self._client._drive(_flows.wait(self._state, deadline, on_progress))  # type: ignore[no-any-return]
+            transcript: Transcript = await self._client._drive(_flows.wait(self._state, deadline, on_progress))
         finally:
             if self._prepared is not None:
                 await asyncio.to_thread(self._client._cleanup, self._prepared)
+        return self._client.usage.record(transcript)
 
     async def cancel(self) -> str:
         self._state = await self._client._drive(_flows.cancel(self.id))

@@ -6,6 +6,7 @@ a transcript made locally is the one the endpoint would have returned.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import threading
 import time
@@ -40,6 +41,24 @@ _RENDER_AT = 95.0
 # throttles updates to one per 2 s anyway).
 _SUPERVISE_S = 0.2
 
+Loader = Callable[[str], Any]
+
+
+def gpu_model(load: Loader = ctypes.CDLL) -> str | None:
+    """The first visible GPU's model as the driver names it (as nvidia-smi does, e.g. "NVIDIA H100 80GB HBM3"), or
+    None where there is no driver or no GPU. Each job's output carries it, so a client can price the job's time."""
+    try:
+        cuda = load("libcuda.so.1")
+    except OSError:
+        return None
+    device = ctypes.c_int(0)
+    name = ctypes.create_string_buffer(256)
+    if cuda.cuInit(0) != 0 or cuda.cuDeviceGet(ctypes.byref(device), 0) != 0:
+        return None
+    if cuda.cuDeviceGetName(name, 256, device) != 0:
+        return None
+    return name.value.decode(errors="replace").strip() or None
+
 
 class Engine:
     """Loaded models plus the pipeline that uses them. Thread-safe: model loading is serialized."""
@@ -48,6 +67,7 @@ class Engine:
         self.settings = settings or WorkerSettings.from_env()
         self.device = asr.resolve_device(self.settings)
         self.compute_type = asr.default_compute_type(self.device, self.settings)
+        self.gpu = gpu_model() if self.device == "cuda" else None
         self.diarizer_name = default_diarizer_name(self.settings)
         # Batch size when a job gives none: the operator's, else the device's (start-up sizes it to the GPU).
         self.batch_size = self.settings.batch_size or asr.DEFAULT_BATCH_SIZE.get(self.device, 8)
@@ -182,6 +202,7 @@ class Engine:
             turns=attributed.turns,
             model=model_name,
             device=self.device,
+            gpu=self.gpu,
             diarizer=diarizer.name if diarizer is not None else None,
             timings=timings,
         )
