@@ -69,6 +69,7 @@ def test_health_and_status(endpoint: str) -> None:
         (["transcribe"], 2, "required"),
         (["transcribe", "x.wav", "--concurrency", "0"], 2, "at least 1"),
         (["--base-url", "http://127.0.0.1:{port}", "health"], 4, "failed"),
+        (["health"], 2, "give --endpoint ID or --base-url URL"),  # command-line advice, not Python's
     ],
 )
 def test_exit_codes(args: list[str], code: int, message: str) -> None:
@@ -81,5 +82,7 @@ def test_refused_key_exits_3(secured_endpoint: str, sample_dir: Path) -> None:
         "--base-url", secured_endpoint, "transcribe", str(sample_dir / "sample.wav"), env={"RUNPOD_API_KEY": "nope"}
     )
     assert result.returncode == 3 and "refused the API key" in result.stderr
+    keyless = scribepod("--base-url", secured_endpoint, "health", env={"RUNPOD_API_KEY": "", "SCRIBEPOD_API_KEY": ""})
+    assert keyless.returncode == 3 and "none was sent" in keyless.stderr
     ok = scribepod("--base-url", secured_endpoint, "health", env={"RUNPOD_API_KEY": API_KEY})
     assert ok.returncode == 0

@@ -140,6 +140,10 @@ def check_response(response: httpx.Response, job_id: str | None = None) -> Any:
     if status in _TRANSIENT_STATUSES:
         raise TransientStatus(status, _retry_after(response.headers.get("retry-after")), detail)
     if status in (401, 403):
+        if "authorization" not in response.request.headers:
+            raise AuthenticationError(
+                f"the endpoint needs an API key and none was sent (HTTP {status}): set RUNPOD_API_KEY or pass api_key"
+            )
         raise AuthenticationError(f"the endpoint refused the API key (HTTP {status})")
     if status == 413:
         raise PayloadTooLarge(f"the endpoint refused the request as too large (HTTP 413): {detail}")

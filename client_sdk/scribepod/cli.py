@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import threading
 from pathlib import Path
@@ -91,7 +92,7 @@ def transcribe(client: Client, args: argparse.Namespace) -> int:
         def report(update: dict[str, Any]) -> None:
             progress.say(name, f"{update.get('stage', '?')} {update.get('percent', 0):.0f}%")
 
-        progress.say(name, "submitted")
+        progress.say(name, "preparing")  # not yet sent: a missing file fails here, before any request
         try:
             transcript = client.transcribe(source, timeout=args.timeout, on_progress=report, **options)
         except ScribepodError as error:
@@ -100,7 +101,10 @@ def transcribe(client: Client, args: argparse.Namespace) -> int:
             return
         outcomes[index] = transcript
         where = f" ({transcript.job.provider})" if transcript.job else ""
-        progress.finished(name, f"done{where}: {len(transcript.speakers)} speakers, {transcript.duration:.0f} s")
+        speakers = len(transcript.speakers)
+        progress.finished(
+            name, f"done{where}: {speakers} speaker{'' if speakers == 1 else 's'}, {transcript.duration:.0f} s"
+        )
 
     threads = []
     gate = threading.Semaphore(args.concurrency)
@@ -145,7 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--fallback",
         choices=["never", "on_error", "local_only"],
         default="never",
-        help="run locally when the endpoint fails (on_error) or always (local_only); needs scribepod[local]",
+        help="run locally when the endpoint fails (on_error) or always (local_only); needs the worker engine",
     )
     commands = parser.add_subparsers(dest="command", required=True)
 
@@ -174,6 +178,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "transcribe" and args.concurrency < 1:
         print("scribepod: --concurrency must be at least 1", file=sys.stderr)
         return EXIT_USAGE
+    endpoint_given = args.endpoint or args.base_url or os.environ.get("SCRIBEPOD_ENDPOINT_ID")
+    if not (endpoint_given or os.environ.get("SCRIBEPOD_BASE_URL") or args.fallback == "local_only"):
+        print(
+            "scribepod: no endpoint: give --endpoint ID or --base-url URL (or set SCRIBEPOD_ENDPOINT_ID or "
+            "SCRIBEPOD_BASE_URL), or --fallback local_only to run here",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
     try:
         client = Client(args.endpoint, base_url=args.base_url, fallback=args.fallback)
     except (ValueError, ScribepodError) as error:
@@ -195,4 +207,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def entry_point() -> None:
-    sys.exit(main())
+    try:
+        code = main()
+        sys.stdout.flush()
+    except BrokenPipeError:  # `scribepod status ID | head`: the reader left, which is not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = EXIT_OK
+    sys.exit(code)

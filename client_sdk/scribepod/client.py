@@ -71,7 +71,8 @@ class _ClientBase:
         if fallback not in ("never", "on_error", "local_only"):
             raise ValueError(f"fallback must be 'never', 'on_error' or 'local_only', not {fallback!r}")
         self.endpoint_id = endpoint_id or os.environ.get("SCRIBEPOD_ENDPOINT_ID") or None
-        self._api_key = api_key or os.environ.get("RUNPOD_API_KEY") or None
+        # RunPod's variable first; `serve` reads SCRIBEPOD_API_KEY, so a local setup can share one variable.
+        self._api_key = api_key or os.environ.get("RUNPOD_API_KEY") or os.environ.get("SCRIBEPOD_API_KEY") or None
         register_secret(self._api_key, min_length=4)
         base = base_url or os.environ.get("SCRIBEPOD_BASE_URL") or None
         if base is None and self.endpoint_id is not None:
@@ -124,7 +125,10 @@ class _ClientBase:
         try:
             validated = TranscriptionOptions.model_validate(options)
         except ValidationError as error:  # every invalid field in one answer, as the worker gives them
-            problems = [f"{'.'.join(str(p) for p in e['loc']) or 'options'}: {e['msg']}" for e in error.errors()]
+            problems = [
+                f"{'.'.join(str(p) for p in e['loc']) or 'options'}: {e['msg'].removeprefix('Value error, ')}"
+                for e in error.errors()
+            ]
             message = problems[0] if len(problems) == 1 else f"{len(problems)} invalid fields: " + "; ".join(problems)
             raise InvalidInput(message) from None
         return validated.model_dump(exclude_defaults=True)

@@ -6,9 +6,10 @@ responses are lenient (fields added by a newer worker are kept, not rejected), s
 
 from __future__ import annotations
 
+import re
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from scribepod import formats
 
@@ -53,6 +54,14 @@ class TranscriptionOptions(BaseModel):
     min_speakers: int | None = Field(default=None, ge=1, le=64)
     max_speakers: int | None = Field(default=None, ge=1, le=64)
     output_formats: list[OutputFormat] = Field(default_factory=list)
+
+    @field_validator("language")
+    @classmethod
+    def _language_code(cls, value: str | None) -> str | None:
+        """Whisper takes ISO codes (`en`, `de`, `haw`); a name such as `english` would fail only on the worker."""
+        if value is not None and not re.fullmatch(r"[A-Za-z]{2,3}", value):
+            raise ValueError(f"use the language's ISO 639-1 code (en, de, fr, ...), not {value!r}")
+        return value.lower() if value is not None else None
 
     @model_validator(mode="after")
     def _check_consistency(self) -> TranscriptionOptions:

@@ -60,12 +60,11 @@ def _problem(error: ErrorDetails, renamed: Mapping[str, str]) -> tuple[str | Non
     if parts:
         parts[0] = renamed.get(parts[0], parts[0])
     location = ".".join(parts)
-    message = error["msg"]
+    message = error["msg"].removeprefix("Value error, ")  # pydantic's prefix for our own validators' messages
     if error["type"] == "extra_forbidden":
         message = f"unknown field {location!r}"
     elif error["type"] == "value_error" and not location:
         # Cross-field checks name their field at the start of the message: "min_speakers: must not ..."
-        message = message.removeprefix("Value error, ")
         location, _, _ = message.partition(":")
     else:
         message = f"{location}: {message}" if location else message

@@ -140,6 +140,12 @@ BAD_JOBS: list[tuple[str, Any, str, str | None]] = [
         "s3Config",
     ),
     (
+        "language as a name",
+        {"id": "j", "input": {"audio_base64": GOOD_AUDIO, "language": "english"}},
+        "invalid_input",
+        "language",
+    ),
+    (
         "s3Config region a number",
         {"id": "j", "input": {"audio": "s3://bucket/key"}, "s3Config": {"region": 5}},
         "invalid_input",
