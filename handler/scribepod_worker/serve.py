@@ -2,8 +2,10 @@
 
 What the SDK's tests talk to and what a backend developer runs to work offline: the routes, bodies and job states
 of api.runpod.ai/v2/{endpoint_id}/..., served at `/` and at `/v2/{endpoint_id}/`. One process, a fixed number of
-worker threads, no webhooks. Jobs are kept in a SQLite file in `--state-dir` and survive a crash; how, and how
-cancelled and timed-out jobs stop, is in `endpoint/jobs.py`; what the state directory holds is in `endpoint/state.py`.
+worker threads. Webhooks are sent, and results are kept and policies bounded as on RunPod. Jobs are kept in a SQLite
+file in `--state-dir` and survive a crash; how, how cancelled and timed-out jobs stop, and which reading of RunPod's
+docs is served where they leave room, is in `endpoint/jobs.py`; what the state directory holds is in
+`endpoint/state.py`.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import uvicorn
 from scribepod_worker import handler
 from scribepod_worker.config import WorkerSettings
 from scribepod_worker.endpoint.app import create_app
-from scribepod_worker.endpoint.jobs import JobStore
+from scribepod_worker.endpoint.jobs import RUN_RESULT_TTL_S, RUNSYNC_RESULT_TTL_S, WEBHOOK_RETRY_DELAY_S, JobStore
 from scribepod_worker.endpoint.state import StateDir, StateDirInUse, default_state_dir
 from scribepod_worker.engine import Engine, ProgressCallback
 from scribepod_worker.errors import WorkerError
@@ -46,7 +48,22 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         help="require this key in `Authorization` (Bearer or bare), as RunPod does; default: $SCRIBEPOD_API_KEY",
     )
     parser.add_argument(
-        "--result-ttl", type=float, default=1800.0, help="seconds a finished job's result is kept (default: 30 min)"
+        "--result-ttl",
+        type=_positive_float,
+        default=RUN_RESULT_TTL_S,
+        help="seconds a finished /run job's result is kept (default: RunPod's 30 min)",
+    )
+    parser.add_argument(
+        "--sync-result-ttl",
+        type=_positive_float,
+        default=RUNSYNC_RESULT_TTL_S,
+        help="seconds a finished /runsync job's result is kept (default: RunPod's 60)",
+    )
+    parser.add_argument(
+        "--webhook-retry-delay",
+        type=_positive_float,
+        default=WEBHOOK_RETRY_DELAY_S,
+        help="seconds between the 3 attempts to deliver a webhook (default: RunPod's 10)",
     )
     parser.add_argument(
         "--execution-timeout",
@@ -82,6 +99,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError("must be a positive number of seconds")
     return value
 
 
@@ -135,9 +159,11 @@ def serve(args: argparse.Namespace) -> None:
         database=state.database,
         concurrency=args.concurrency,
         result_ttl_s=args.result_ttl,
+        sync_result_ttl_s=args.sync_result_ttl,
         execution_timeout_s=args.execution_timeout or None,
         max_queue=args.max_queue,
         max_attempts=args.max_attempts,
+        webhook_retry_delay_s=args.webhook_retry_delay,
     )
     app = create_app(
         store,

@@ -1,7 +1,8 @@
 """The FastAPI routes: RunPod's queue-based endpoint operations, at `/` and under `/v2/{endpoint_id}/`.
 
 Shapes follow docs.runpod.io serverless/endpoints/send-requests and operation-reference, and what runpod-python's
-`runpod.endpoint` client reads from them.
+`runpod.endpoint` client reads from them. Where those docs leave a behaviour open, the stricter one is served (see
+`endpoint/jobs.py`).
 """
 
 from __future__ import annotations
@@ -10,9 +11,9 @@ import asyncio
 import contextlib
 import hmac
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Query, Request
 from fastapi.exceptions import RequestValidationError
@@ -21,7 +22,15 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException
 
 from scribepod_worker.endpoint.jobs import JobStore, NotRetryableError, QueueFullError, UnknownJobError
-from scribepod_worker.endpoint.models import ErrorBody, Health, JobState, PurgeResult, RunRequest, StreamState
+from scribepod_worker.endpoint.models import (
+    MAX_POLICY_MS,
+    ErrorBody,
+    Health,
+    JobState,
+    PurgeResult,
+    RunRequest,
+    StreamState,
+)
 
 log = logging.getLogger("scribepod_worker.endpoint")
 MB = 1024 * 1024
@@ -93,8 +102,9 @@ def create_app(
         return store.status(job.id)
 
     @router.api_route("/status/{job_id}", methods=["GET", "POST"], response_model_exclude_none=True)
-    async def status(job_id: str) -> JobState:
-        return store.status(job_id)
+    async def status(job_id: str, ttl: Annotated[int | None, Query(gt=0, le=MAX_POLICY_MS)] = None) -> JobState:
+        """`?ttl=<ms>` (RunPod's per-job TTL): the job, queued, running or done, is gone that long from now."""
+        return store.status(job_id, ttl_ms=ttl)
 
     @router.api_route("/stream/{job_id}", methods=["GET", "POST"], response_model_exclude_none=True)
     async def stream(job_id: str) -> StreamState:
@@ -158,9 +168,17 @@ async def _run_request(request: Request, limit: int) -> RunRequest:
     try:
         return RunRequest.model_validate_json(bytes(body))
     except ValidationError as error:
-        first = error.errors()[0]
-        where = ".".join(str(part) for part in first["loc"])
-        raise HTTPException(400, f"{where}: {first['msg']}" if where else first["msg"]) from None
+        raise HTTPException(400, _every_error(error.errors())) from None
+
+
+def _every_error(errors: Sequence[Any]) -> str:
+    """Every invalid field in one message, `where: what`, so one answer names them all. The values sent are left
+    out: a webhook URL may carry a token."""
+    parts = []
+    for error in errors:
+        where = ".".join(str(part) for part in error["loc"])
+        parts.append(f"{where}: {error['msg']}" if where else str(error["msg"]))
+    return "; ".join(parts)
 
 
 def _install_error_handlers(app: FastAPI) -> None:
@@ -175,8 +193,7 @@ def _install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(_: Request, error: RequestValidationError) -> JSONResponse:
-        first = error.errors()[0]
-        return reply(400, f"{'.'.join(str(part) for part in first['loc'])}: {first['msg']}")
+        return reply(400, _every_error(error.errors()))
 
     @app.exception_handler(UnknownJobError)
     async def unknown_job(_: Request, error: UnknownJobError) -> JSONResponse:

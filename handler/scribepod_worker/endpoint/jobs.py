@@ -14,6 +14,21 @@ pipeline's stages check it in their loops (the progress callback checks it too),
 
 Timestamps on disk are wall-clock (`time.time()`): a monotonic reading means nothing to the next process. Progress
 updates and /stream items are kept in memory only; a restart loses them, not the job.
+
+Where RunPod's docs (docs.runpod.io serverless/endpoints/send-requests and operation-reference) leave a behaviour open,
+the stricter reading is taken, so that code tried here works deployed:
+- Results are kept 30 minutes after a /run job ends and 1 minute after a /runsync job ends (`?wait=` sets how long
+  /runsync waits, not how long its result is kept). Then /status answers 404 and /retry cannot bring the job back.
+- `?ttl=<ms>` on /status sets the rest of the job's life to that many milliseconds from the call: when it runs out, a
+  job still queued or running times out (its run is stopped) and the job is gone, whatever its state, as an expired
+  result is. It may shorten or lengthen the result's life, up to a week.
+- /retry takes only FAILED and TIMED_OUT jobs; a CANCELLED one stays cancelled.
+- A job with a `webhook` gets the /status body POSTed to it once it reaches any final state (COMPLETED, FAILED,
+  TIMED_OUT or CANCELLED, purged included). Only a 200 answer counts as delivered; anything else, a connection
+  error or no answer within 10 s is retried twice, `webhook_retry_delay_s` apart (RunPod: 10 s). Each delivery runs
+  on a thread of its own: it holds no worker slot and never touches the event loop. A delivery owed is marked on
+  disk until it succeeds or gives up, so one that a shutdown or crash interrupted starts over at the next start
+  (while the job's result is still kept): a receiver may get a body twice, never zero times.
 """
 
 from __future__ import annotations
@@ -29,6 +44,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from scribepod_worker.endpoint.models import (
     Health,
@@ -52,9 +69,14 @@ Handler = Callable[[dict[str, Any], ProgressCallback, StopSignal], dict[str, Any
 `{"error": "<JSON>"}` out, or `JobStopped` raised once the signal is set."""
 
 DEFAULT_TTL_S = 24 * 3600.0  # RunPod's default `policy.ttl`
+RUN_RESULT_TTL_S = 30 * 60.0  # RunPod keeps a /run job's result 30 minutes
+RUNSYNC_RESULT_TTL_S = 60.0  # and a /runsync job's result 1 minute
+WEBHOOK_ATTEMPTS = 3  # RunPod: the first call, then up to 2 more
+WEBHOOK_RETRY_DELAY_S = 10.0  # RunPod: 10 s between attempts
+WEBHOOK_TIMEOUT_S = 10.0  # an attempt without an answer by then has failed
 _STREAM_BACKLOG = 1000  # undelivered /stream items kept per job; older ones are dropped
 _FINAL = tuple(status.value for status in Status if status.final)
-_RETRYABLE = (Status.FAILED, Status.TIMED_OUT, Status.CANCELLED)
+_RETRYABLE = (Status.FAILED, Status.TIMED_OUT)
 _LONGEST_SLEEP_S = 60.0  # the timekeeper looks again at least this often (the wall clock may jump)
 
 _SCHEMA = """
@@ -72,11 +94,22 @@ CREATE TABLE IF NOT EXISTS jobs (
     attempts INTEGER NOT NULL DEFAULT 0, -- runs started since it was submitted or retried
     output TEXT,
     error TEXT,
-    worker_id TEXT
+    worker_id TEXT,
+    webhook TEXT,                        -- where the /status body goes once the job is final
+    result_ttl_s REAL,                   -- how long the result is kept once final (/run or /runsync)
+    expires_at REAL,                     -- set by /status?ttl=: the job is gone at this wall-clock time
+    webhook_pending INTEGER NOT NULL DEFAULT 0  -- 1 from the final state until the webhook is delivered or given up
 );
 CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, position);
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 """
+# Columns a state directory written before they existed lacks; added at start (its jobs keep the defaults).
+_ADDED_COLUMNS = {
+    "webhook": "TEXT",
+    "result_ttl_s": "REAL",
+    "expires_at": "REAL",
+    "webhook_pending": "INTEGER NOT NULL DEFAULT 0",
+}
 
 
 class UnknownJobError(KeyError):
@@ -84,7 +117,7 @@ class UnknownJobError(KeyError):
 
 
 class NotRetryableError(ValueError):
-    """/retry on a job that is not FAILED, TIMED_OUT or CANCELLED."""
+    """/retry on a job that is not FAILED or TIMED_OUT."""
 
 
 class QueueFullError(RuntimeError):
@@ -111,14 +144,19 @@ class JobStore:
         *,
         database: Path,
         concurrency: int = 1,
-        result_ttl_s: float = 1800.0,
+        result_ttl_s: float = RUN_RESULT_TTL_S,
+        sync_result_ttl_s: float = RUNSYNC_RESULT_TTL_S,
         execution_timeout_s: float | None = 600.0,
         max_queue: int = 1000,
         max_attempts: int = 3,
+        webhook_retry_delay_s: float = WEBHOOK_RETRY_DELAY_S,
     ) -> None:
         self._handle = handle
         self._concurrency = concurrency
         self._result_ttl_s = result_ttl_s
+        self._sync_result_ttl_s = sync_result_ttl_s
+        self._webhook_retry_delay_s = webhook_retry_delay_s
+        self._closed = threading.Event()  # set on close: webhook deliveries give up their waits
         self._execution_timeout_s = execution_timeout_s
         self._max_queue = max_queue
         self._max_attempts = max_attempts
@@ -131,6 +169,10 @@ class JobStore:
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
+        present = {row[1] for row in self._db.execute("PRAGMA table_info(jobs)")}
+        for column, kind in _ADDED_COLUMNS.items():
+            if column not in present:
+                self._db.execute(f"ALTER TABLE jobs ADD COLUMN {column} {kind}")
         self._next_position: int = self._scalar("SELECT COALESCE(MAX(position), 0) + 1 FROM jobs")
         self._runs: dict[str, _Run] = {}  # job id -> its live run (a stopped run is no longer here)
         self._busy = 0  # worker threads inside the handler, stopped runs included
@@ -140,9 +182,16 @@ class JobStore:
         self._threads: list[threading.Thread] = []
 
     def start(self) -> None:
-        """Requeue what a crashed process was running, then start the workers and the timekeeper."""
+        """Requeue what a crashed process was running and resend the webhooks it owed, then start the workers and
+        the timekeeper."""
         with self._lock:
-            self._recover()
+            placeholders = ", ".join("?" * len(_FINAL))
+            owed = self._db.execute(
+                f"SELECT id FROM jobs WHERE webhook_pending = 1 AND status IN ({placeholders})", _FINAL
+            ).fetchall()
+            self._recover()  # jobs it fails send their webhooks themselves
+            for (job_id,) in owed:
+                self._send_webhook(job_id)
         self._threads = [
             threading.Thread(target=self._worker, args=(f"local-worker-{n}",), name=f"job-worker-{n}", daemon=True)
             for n in range(self._concurrency)
@@ -158,6 +207,7 @@ class JobStore:
             if self._closing:
                 return
             self._closing = True
+            self._closed.set()
             for run in self._runs.values():
                 run.stop.set("the endpoint is shutting down")
                 self._db.execute(
@@ -187,16 +237,14 @@ class JobStore:
         policy = request.policy
         timeout_ms = policy.execution_timeout if policy and policy.execution_timeout else None
         ttl_ms = policy.ttl if policy and policy.ttl else None
-        if request.webhook:
-            log.warning("webhook ignored: the local endpoint does not send webhooks")
         job_id = f"sync-{uuid.uuid4()}" if sync else str(uuid.uuid4())
         job_input = json.dumps(request.input)
         s3_config = json.dumps(request.s3_config) if request.s3_config is not None else None
         with self._lock:
             waiting = self._check_room()
             self._db.execute(
-                "INSERT INTO jobs (id, position, status, job_input, s3_config, execution_timeout_s, ttl_s, queued_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO jobs (id, position, status, job_input, s3_config, execution_timeout_s, ttl_s, queued_at,"
+                " webhook, result_ttl_s) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     job_id,
                     self._take_position(),
@@ -206,6 +254,8 @@ class JobStore:
                     timeout_ms / 1000 if timeout_ms else self._execution_timeout_s,
                     ttl_ms / 1000 if ttl_ms else DEFAULT_TTL_S,
                     time.time(),
+                    request.webhook,
+                    self._sync_result_ttl_s if sync else self._result_ttl_s,
                 ),
             )
             self._work.notify()
@@ -213,16 +263,25 @@ class JobStore:
         log.info("job %s queued (%d waiting)", job_id, waiting + 1)
         return JobState(id=job_id, status=Status.IN_QUEUE)
 
-    def status(self, job_id: str) -> JobState:
+    def status(self, job_id: str, *, ttl_ms: int | None = None) -> JobState:
+        """The job's state; with `ttl_ms` (/status?ttl=), the job is gone that many milliseconds from now."""
         with self._lock:
-            row = self._db.execute(
-                "SELECT status, queued_at, started_at, finished_at, output, error, worker_id FROM jobs WHERE id = ?",
-                (job_id,),
-            ).fetchone()
-            if row is None:
-                raise UnknownJobError(job_id)
-            run = self._runs.get(job_id)
-            progress = run.progress if run is not None else None
+            state = self._state_of(job_id)
+            if ttl_ms is not None:
+                self._db.execute("UPDATE jobs SET expires_at = ? WHERE id = ?", (time.time() + ttl_ms / 1000, job_id))
+                self._clock.notify()
+        return state
+
+    def _state_of(self, job_id: str) -> JobState:
+        """The /status body (called with the lock held)."""
+        row = self._db.execute(
+            "SELECT status, queued_at, started_at, finished_at, output, error, worker_id FROM jobs WHERE id = ?",
+            (job_id,),
+        ).fetchone()
+        if row is None:
+            raise UnknownJobError(job_id)
+        run = self._runs.get(job_id)
+        progress = run.progress if run is not None else None
         status, queued_at, started_at, finished_at, output, error, worker_id = row
         delay = execution = None
         if started_at is not None:
@@ -276,15 +335,19 @@ class JobStore:
             return JobState(id=job_id, status=status)
 
     def retry(self, job_id: str) -> JobState:
-        """Re-queue a FAILED, TIMED_OUT or CANCELLED job under the same id, at the back; its result is removed."""
+        """Re-queue a FAILED or TIMED_OUT job under the same id, at the back; its result (and any /status?ttl= on it)
+        is removed. RunPod retries only those two; a CANCELLED job stays cancelled."""
         with self._lock:
             status = self._status_of(job_id)
             if status not in _RETRYABLE:
-                raise NotRetryableError(f"job {job_id} is {status.value}; only FAILED, TIMED_OUT, CANCELLED retry")
+                raise NotRetryableError(
+                    f"job {job_id} is {status.value}; only FAILED and TIMED_OUT jobs can be retried"
+                )
             self._check_room()
             self._db.execute(
                 "UPDATE jobs SET status = ?, position = ?, queued_at = ?, attempts = 0, started_at = NULL,"
-                " finished_at = NULL, output = NULL, error = NULL, worker_id = NULL WHERE id = ?",
+                " finished_at = NULL, output = NULL, error = NULL, worker_id = NULL, expires_at = NULL,"
+                " webhook_pending = 0 WHERE id = ?",
                 (Status.IN_QUEUE.value, self._take_position(), time.time(), job_id),
             )
             self._streams.pop(job_id, None)
@@ -316,7 +379,7 @@ class JobStore:
                 in_queue=by_status.get(Status.IN_QUEUE.value, 0),
                 retried=counters.get("retried", 0),
             ),
-            workers=WorkerCounts(idle=self._concurrency - busy, running=busy),
+            workers=WorkerCounts(idle=self._concurrency - busy, ready=self._concurrency - busy, running=busy),
         )
 
     # ------------------------------------------------------------------ internals (called with the lock held)
@@ -372,7 +435,44 @@ class JobStore:
         for wake in self._waiters.pop(job_id, []):
             wake()
         self._clock.notify()
+        if self._db.execute(
+            "UPDATE jobs SET webhook_pending = 1 WHERE id = ? AND webhook IS NOT NULL", (job_id,)
+        ).rowcount:
+            self._send_webhook(job_id)
         return status
+
+    def _send_webhook(self, job_id: str) -> None:
+        """Start delivering the final job's /status body to its webhook, on a thread of its own."""
+        url, finished_at = self._db.execute("SELECT webhook, finished_at FROM jobs WHERE id = ?", (job_id,)).fetchone()
+        body = self._state_of(job_id).model_dump_json(by_alias=True, exclude_none=True)
+        threading.Thread(
+            target=self._deliver, args=(job_id, url, body, finished_at), name=f"webhook-{job_id}", daemon=True
+        ).start()
+
+    def _deliver(self, job_id: str, url: str, body: str, finished_at: float) -> None:
+        """POST the body: up to `WEBHOOK_ATTEMPTS` tries, only 200 counts. Once delivered or given up, the job no
+        longer owes it (unless it was retried since: `finished_at` tells that run's end). The URL is not logged: it
+        may carry a token."""
+        headers = {"Content-Type": "application/json"}
+        for attempt in range(1, WEBHOOK_ATTEMPTS + 1):
+            try:
+                answer = httpx.post(url, content=body, headers=headers, timeout=WEBHOOK_TIMEOUT_S)
+                outcome = f"HTTP {answer.status_code}"
+                if answer.status_code == 200:
+                    log.info("webhook for job %s delivered (attempt %d)", job_id, attempt)
+                    break
+            except httpx.HTTPError as error:
+                outcome = type(error).__name__
+            if attempt == WEBHOOK_ATTEMPTS:
+                log.warning("webhook for job %s not delivered after %d attempts (%s)", job_id, attempt, outcome)
+            elif self._closed.wait(self._webhook_retry_delay_s):
+                log.info("webhook for job %s interrupted by the shutdown; it is sent again at the next start", job_id)
+                return
+        with self._lock:
+            if not self._closing:
+                self._db.execute(
+                    "UPDATE jobs SET webhook_pending = 0 WHERE id = ? AND finished_at = ?", (job_id, finished_at)
+                )
 
     def _recover(self) -> None:
         """Jobs left IN_PROGRESS by a process that died go back to the queue, or fail after `max_attempts` runs."""
@@ -496,18 +596,23 @@ class JobStore:
         for (job_id,) in expired_in_queue:
             self._finish(job_id, Status.TIMED_OUT)
             log.info("job %s expired in the queue (policy.ttl)", job_id)
-        results_end = now - self._result_ttl_s
+        for (job_id,) in self._db.execute(
+            "SELECT id FROM jobs WHERE status IN ('IN_QUEUE', 'IN_PROGRESS') AND expires_at <= ?", (now,)
+        ).fetchall():
+            self._end_run(job_id, "its ttl ran out")
+            self._finish(job_id, Status.TIMED_OUT)
+            log.info("job %s expired (/status?ttl=)", job_id)
         placeholders = ", ".join("?" * len(_FINAL))
+        # A result lasts its own retention (/run or /runsync), unless /status?ttl= set the job's end.
+        result_end = f"COALESCE(expires_at, finished_at + COALESCE(result_ttl_s, {self._result_ttl_s!r}))"
         expired = self._db.execute(
-            f"SELECT id FROM jobs WHERE status IN ({placeholders}) AND finished_at <= ?", (*_FINAL, results_end)
+            f"SELECT id FROM jobs WHERE status IN ({placeholders}) AND {result_end} <= ?", (*_FINAL, now)
         ).fetchall()
         for (job_id,) in expired:
             self._db.execute("DELETE FROM jobs WHERE id = ?", (job_id,))
             self._streams.pop(job_id, None)
         next_in_queue = self._scalar("SELECT MIN(queued_at + ttl_s) FROM jobs WHERE status = 'IN_QUEUE'")
-        next_result = self._scalar(f"SELECT MIN(finished_at) FROM jobs WHERE status IN ({placeholders})", *_FINAL)
-        if next_in_queue is not None:
-            upcoming.append(next_in_queue - now)
-        if next_result is not None:
-            upcoming.append(next_result + self._result_ttl_s - now)
+        next_result = self._scalar(f"SELECT MIN({result_end}) FROM jobs WHERE status IN ({placeholders})", *_FINAL)
+        next_expiry = self._scalar("SELECT MIN(expires_at) FROM jobs WHERE status IN ('IN_QUEUE', 'IN_PROGRESS')")
+        upcoming += [moment - now for moment in (next_in_queue, next_result, next_expiry) if moment is not None]
         return max(0.0, min(upcoming))
