@@ -64,16 +64,22 @@ def engine(settings: WorkerSettings) -> Engine:
 
 
 @pytest.fixture
-def worker(engine: Engine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Engine]:
+def job_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A private temp dir for whatever the test runs, which must be empty again afterwards."""
+    folder = tmp_path / "jobtmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    yield folder
+    assert list(folder.iterdir()) == [], "a job left temporary files behind"
+
+
+@pytest.fixture
+def worker(engine: Engine, job_tmp: Path) -> Iterator[Engine]:
     """The engine installed in the handler, with a private temp dir so tests can see what a job leaves behind."""
-    job_tmp = tmp_path / "jobtmp"
-    job_tmp.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(job_tmp))
     original = engine.settings
     handler.set_engine(engine)
     yield engine
     engine.settings = original
-    assert list(job_tmp.iterdir()) == [], "a job left temporary files behind"
 
 
 def with_settings(engine: Engine, **changes: object) -> None:

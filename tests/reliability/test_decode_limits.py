@@ -10,10 +10,9 @@ figures do not depend on what else the process holds. bench/bombs.py measures pe
 from __future__ import annotations
 
 import subprocess
-import tempfile
 import time
 import tracemalloc
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -64,16 +63,6 @@ def bombs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     }
 
 
-@pytest.fixture
-def private_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """A temp dir of the decode's own, to show it leaves nothing behind."""
-    job_tmp = tmp_path / "jobtmp"
-    job_tmp.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(job_tmp))
-    yield job_tmp
-    assert list(job_tmp.iterdir()) == [], "the decode left temporary files behind"
-
-
 def traced_peak(decode: Callable[[], object]) -> tuple[int, object]:
     """Peak bytes allocated (numpy's arrays included) while `decode` runs, and what it returned or raised."""
     tracemalloc.start()
@@ -87,7 +76,7 @@ def traced_peak(decode: Callable[[], object]) -> tuple[int, object]:
     return peak, outcome
 
 
-def test_a_bomb_that_states_its_length_is_refused_before_decoding(bombs: dict[str, Path], private_tmp: Path) -> None:
+def test_a_bomb_that_states_its_length_is_refused_before_decoding(bombs: dict[str, Path], job_tmp: Path) -> None:
     started = time.monotonic()
     peak, outcome = traced_peak(lambda: decode_audio(bombs["states its length"], 4 * 3600.0))
     assert isinstance(outcome, WorkerError) and outcome.code == "audio_too_long", outcome
@@ -98,7 +87,7 @@ def test_a_bomb_that_states_its_length_is_refused_before_decoding(bombs: dict[st
 
 @pytest.mark.parametrize("kind", ["claims 8 s", "states nothing"])
 def test_a_bomb_that_hides_its_length_is_refused_within_the_limit(
-    bombs: dict[str, Path], private_tmp: Path, kind: str
+    bombs: dict[str, Path], job_tmp: Path, kind: str
 ) -> None:
     """Refused while decoding, holding no more than the limit and one growth step (the committed decoder doubled
     its buffer past the limit: 1.6 to 1.9 times it here)."""
@@ -108,7 +97,7 @@ def test_a_bomb_that_hides_its_length_is_refused_within_the_limit(
     assert peak <= LIMIT_BYTES + GROW_BYTES + MB, f"{peak / MB:.0f} MB to refuse at a {LIMIT_BYTES / MB:.0f} MB limit"
 
 
-def test_audio_of_unknown_length_costs_its_samples_and_one_step(bombs: dict[str, Path], private_tmp: Path) -> None:
+def test_audio_of_unknown_length_costs_its_samples_and_one_step(bombs: dict[str, Path], job_tmp: Path) -> None:
     peak, audio = traced_peak(lambda: decode_audio(bombs["5 minutes, piped"], LIMIT_S))
     assert isinstance(audio, np.ndarray) and audio.size == 300 * SAMPLE_RATE and not audio.any()
     assert audio.nbytes == audio.size * 4  # given back what the last step over-allocated

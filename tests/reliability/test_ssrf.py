@@ -67,13 +67,9 @@ def install_resolver(monkeypatch: pytest.MonkeyPatch, answers: dict[str, Sequenc
 
 
 @pytest.fixture
-def job_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    """Jobs' temp dirs go here; after each case it must be empty and no download watcher may still run."""
-    folder = tmp_path / "jobtmp"
-    folder.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(folder))
-    yield folder
-    assert list(folder.iterdir()) == [], "a job left temporary files behind"
+def job_tmp(job_tmp: Path) -> Iterator[Path]:
+    """conftest's private temp dir (empty after each case), and no download watcher may still run."""
+    yield job_tmp
     assert not [thread for thread in threading.enumerate() if thread.name == "scribepod-download-watch"]
 
 
