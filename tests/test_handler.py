@@ -303,15 +303,20 @@ def test_unexpected_failure_is_internal_and_the_next_job_runs(
 
 
 def test_progress_is_reported_by_stage(worker: Engine, sample_dir: Path) -> None:
-    seen: list[tuple[str, float]] = []
-    output = handler.handle(
-        {"id": "p", "input": {"audio": str(sample_dir / "sample.wav")}}, progress=lambda s, p: seen.append((s, p))
-    )
+    updates: list[dict[str, Any]] = []
+    output = handler.handle({"id": "p", "input": {"audio": str(sample_dir / "sample.wav")}}, updates=updates.append)
     assert "error" not in output
-    stages = [stage for stage, _ in seen]
+    stages = [update["stage"] for update in updates]
     assert stages[0] == "decode" and stages[-1] == "done" and "transcribe" in stages and "diarize" in stages
-    percents = [percent for _, percent in seen]
+    percents = [update["percent"] for update in updates]
     assert percents == sorted(percents) and percents[-1] == 100.0
+    # Each update carries every provisional segment so far; the last has them all: the output's words, in order.
+    counts = [len(update["segments"]) for update in updates]
+    assert counts == sorted(counts) and counts[0] == 0
+    last = updates[-1]["segments"]
+    assert [segment["id"] for segment in last] == list(range(len(last)))
+    assert all("speaker" not in segment and "words" not in segment for segment in last)
+    assert " ".join(segment["text"] for segment in last).split() == output["text"].split()
 
 
 @pytest.mark.parametrize("voices", [3, 4])

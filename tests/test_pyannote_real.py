@@ -113,7 +113,7 @@ def test_worker_job_with_the_pyannote_backend(pyannote_engine: Engine, sample_di
     handler.set_engine(pyannote_engine)
     output = handler.handle(
         {"id": "pyannote-real", "input": {"audio": str(sample), "diarize": True}},
-        progress=lambda stage, percent: progress.append(percent),
+        updates=lambda update: progress.append(update["percent"]),
     )
     assert "error" not in output, output
     transcript = Transcript.model_validate(output)

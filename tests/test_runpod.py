@@ -60,7 +60,14 @@ def test_help_lists_the_commands_without_starting_the_worker() -> None:
 
 @pytest.mark.parametrize(
     ("job", "message"),
-    [('{"input": ', "--test_input is not valid JSON"), ('["a"]', '--test_input must be a job object with an "input"')],
+    [
+        ('{"input": ', "--test_input is not valid JSON"),
+        ('["a"]', '--test_input must be a job object with an "input"'),
+        (
+            '{"input": {"audio": "a.wav", "modle": "tiny.en", "language": "english"}}',
+            "--test_input is not a valid job: 2 invalid fields: unknown field 'modle'; language: use the language's",
+        ),
+    ],
 )
 def test_a_bad_test_input_is_refused_before_the_warm_up(tmp_path: Path, job: str, message: str) -> None:
     result = python("-m", "scribepod_worker", "--test_input", job, cwd=tmp_path)
@@ -129,7 +136,7 @@ from scribepod_worker import handler
 job = {"id": "job-7", "input": {"audio": sys.argv[1]}}
 output = handler.handle(job)
 time.sleep(1.5)  # progress updates go out on daemon threads
-print(json.dumps({"ok": "error" not in output}))
+print(json.dumps({"ok": "error" not in output, "text": output.get("text")}))
 """
 
 
@@ -143,10 +150,15 @@ def test_progress_reaches_runpods_job_webhook(sample_dir: Path) -> None:
             "SCRIBEPOD_ALLOW_LOCAL_FILES": "1",
         }
         result = python("-c", PROGRESS_SCRIPT, str(sample_dir / "sample.wav"), env=env)
-    assert result.returncode == 0 and json.loads(result.stdout.splitlines()[-1]) == {"ok": True}, result.stderr[-2000:]
+    outcome = json.loads(result.stdout.splitlines()[-1])
+    assert result.returncode == 0 and outcome["ok"], result.stderr[-2000:]
     updates = [json.loads(body) for path, body in received if path.startswith("/done/job-7")]
     assert updates and all(update["status"] == "IN_PROGRESS" for update in updates)
     # Each update is its own request on its own thread, so they may arrive out of order: sort by percent.
     progress = sorted((update["output"]["percent"], update["output"]["stage"]) for update in updates)
     assert progress[0] == (0.0, "decode") and progress[-1] == (100.0, "done")
     assert {"transcribe", "render"} <= {stage for _, stage in progress}
+    # Live transcripts on RunPod: each update carries every segment so far, so the fullest one has the output's words.
+    fullest = max((update["output"]["segments"] for update in updates), key=len)
+    assert [segment["id"] for segment in fullest] == list(range(len(fullest))) and fullest
+    assert " ".join(segment["text"] for segment in fullest).split() == outcome["text"].split()

@@ -169,7 +169,7 @@ def test_progress_stream_health_and_cancel(api: httpx.Client, clips: dict[str, s
     queued = ok(api.post("/run", json={"input": {"audio": clips["short"]}}))["id"]
 
     state = poll(api, running, lambda s: s["status"] == "IN_PROGRESS" and s.get("output", {}).get("percent", 0) > 5)
-    assert set(state["output"]) == {"stage", "percent"} and state["output"]["stage"] == "transcribe"
+    assert set(state["output"]) == {"stage", "percent", "segments"} and state["output"]["stage"] == "transcribe"
     assert ok(api.get(f"/status/{queued}")) == {"id": queued, "status": "IN_QUEUE"}
     health = ok(api.get("/health"))
     assert health["jobs"]["inProgress"] == 1 and health["jobs"]["inQueue"] == 1
@@ -177,8 +177,8 @@ def test_progress_stream_health_and_cancel(api: httpx.Client, clips: dict[str, s
 
     stream = ok(api.get(f"/stream/{running}"))
     assert stream["id"] == running and stream["status"] == "IN_PROGRESS"
-    assert stream["stream"][0]["output"] == {"stage": "decode", "percent": 0.0}
-    assert all(set(item["output"]) == {"stage", "percent"} for item in stream["stream"])
+    assert stream["stream"][0]["output"] == {"stage": "decode", "percent": 0.0, "segments": []}
+    assert all(set(item["output"]) == {"stage", "percent", "segments"} for item in stream["stream"])
     later = ok(api.get(f"/stream/{running}"))["stream"]
     assert not later or later[0] != stream["stream"][0], "stream items are delivered once"
 

@@ -6,10 +6,12 @@ import json
 import logging
 import os
 import sys
+from pathlib import Path
 from typing import Any, NoReturn
 
 from scribepod.models import Transcript
 from scribepod_worker import handler, startup
+from scribepod_worker.errors import WorkerError
 from scribepod_worker.logs import configure_logging
 
 log = logging.getLogger("scribepod_worker")
@@ -36,23 +38,37 @@ def _fail_start(error: startup.StartupError) -> NoReturn:
 
 
 def _check_test_input(argv: list[str]) -> None:
-    """Refuse a `--test_input` that is not JSON now, in one line, not with runpod's traceback after the warm-up."""
-    if "--test_input" not in argv:
+    """Refuse a bad test job now, in one line, not with runpod's traceback or a job error after the warm-up: JSON
+    that does not parse, or an input the contract rejects (every bad field named). The job is `--test_input`'s,
+    else ./test_input.json's, as runpod reads them, and only where runpod would run it (local test mode)."""
+    if "--test_input" in argv:
+        position = argv.index("--test_input") + 1
+        text, where = (argv[position] if position < len(argv) else ""), "--test_input"
+    elif _local_test(argv) and Path("test_input.json").is_file():
+        text, where = Path("test_input.json").read_text(encoding="utf-8", errors="replace"), "test_input.json"
+    else:
         return
-    position = argv.index("--test_input") + 1
-    text = argv[position] if position < len(argv) else ""
     try:
         job = json.loads(text)
     except ValueError as error:
-        sys.exit(f'--test_input is not valid JSON ({error}); give a job such as \'{{"input": {{"audio": "..."}}}}\'')
+        sys.exit(f'{where} is not valid JSON ({error}); give a job such as \'{{"input": {{"audio": "..."}}}}\'')
     if not isinstance(job, dict) or not isinstance(job.get("input"), dict):
-        sys.exit('--test_input must be a job object with an "input" object: \'{"input": {"audio": "..."}}\'')
+        sys.exit(f'{where} must be a job object with an "input" object: \'{{"input": {{"audio": "..."}}}}\'')
+    try:
+        handler.parse_input(job["input"])
+    except WorkerError as error:
+        sys.exit(f"{where} is not a valid job: {error.message}")
+
+
+def _local_test(argv: list[str]) -> bool:
+    """runpod's local test mode: one job from --test_input or ./test_input.json, not its API or RunPod's queue."""
+    return "--rp_serve_api" not in argv and not os.environ.get("RUNPOD_WEBHOOK_GET_JOB")
 
 
 def main() -> None:
     _check_test_input(sys.argv[1:])
     configure_logging()
-    local_test = "--rp_serve_api" not in sys.argv and not os.environ.get("RUNPOD_WEBHOOK_GET_JOB")
+    local_test = _local_test(sys.argv[1:])
     if local_test:
         # RunPod's logger defaults to DEBUG and would print the whole JSON result three times over the transcript.
         os.environ.setdefault("RUNPOD_LOG_LEVEL", "WARN")
@@ -70,7 +86,12 @@ def main() -> None:
         # A local run: jobs that name another model can still run; the default is the operator's to fix.
         log.warning("warm-up incomplete: %s", error)
     handler.set_engine(engine)
-    runpod.serverless.start({"handler": _print_transcript if local_test else handler.handle_async})
+    if local_test:
+        runpod.serverless.start({"handler": _print_transcript})
+    elif engine.settings.stream:  # /stream carries the segments; /run and /runsync answer with every item
+        runpod.serverless.start({"handler": handler.handle_stream, "return_aggregate_stream": True})
+    else:
+        runpod.serverless.start({"handler": handler.handle_async})
 
 
 if __name__ == "__main__":

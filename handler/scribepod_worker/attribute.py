@@ -124,6 +124,25 @@ def attribute_speakers(segments: Sequence[AsrSegment], turns: Sequence[SpeakerTu
     return Attribution(segments=ordered, speakers=_speaker_totals(labelled), turns=labelled)
 
 
+def provisional_segments(segments: Sequence[AsrSegment], first_id: int, previous_end: float) -> list[Segment]:
+    """The ASR's segments before diarization, for a live view while the job runs: numbered on from `first_id`, with
+    the text and times the final transcript gives them (from their words), no speaker yet and no words (the final
+    transcript has both). The final transcript may split one at a change of speaker, never moves its words."""
+    out: list[Segment] = []
+    for number, source in enumerate(segments, start=first_id):
+        if source.words:
+            text = "".join(word.word for word in source.words).strip()
+            start, end = source.words[0].start, source.words[-1].end
+        else:
+            text, start, end = source.text.strip(), source.start, source.end
+        segment = _segment(source, words=[], speaker=None, text=text, start=max(start, previous_end), end=end)
+        segment.id = number
+        segment.end = max(segment.end, segment.start)
+        previous_end = segment.end
+        out.append(segment)
+    return out
+
+
 def _close_run(source: AsrSegment, run: list[Word]) -> Segment:
     text = "".join(word.word for word in run).strip()
     return _segment(source, words=run, speaker=run[0].speaker, text=text, start=run[0].start, end=run[-1].end)

@@ -50,6 +50,8 @@ class WorkerSettings:
     cpu_threads: int = 0
     batch_size: int | None = None
     recover_speech: bool = True
+    # RunPod's streaming mode: the generator handler, so /stream carries segments (README, "Live transcripts").
+    stream: bool = False
     s3_endpoint_url: str | None = None
 
     @classmethod
@@ -82,5 +84,6 @@ class WorkerSettings:
             cpu_threads=_int("SCRIBEPOD_CPU_THREADS", 0),
             batch_size=_int("SCRIBEPOD_BATCH_SIZE", 0) or None,
             recover_speech=_flag("SCRIBEPOD_RECOVER_SPEECH", True),
+            stream=_flag("SCRIBEPOD_STREAM", False),
             s3_endpoint_url=os.environ.get("SCRIBEPOD_S3_ENDPOINT_URL") or os.environ.get("AWS_ENDPOINT_URL") or None,
         )

@@ -17,9 +17,9 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from scribepod.models import Transcript, TranscriptionOptions, TranscriptionRequest
+from scribepod.models import Segment, Transcript, TranscriptionOptions, TranscriptionRequest
 from scribepod_worker import transcribe as asr
-from scribepod_worker.attribute import attribute_speakers
+from scribepod_worker.attribute import attribute_speakers, provisional_segments
 from scribepod_worker.config import WorkerSettings
 from scribepod_worker.decode import SAMPLE_RATE, decode_audio
 from scribepod_worker.diarize import Diarizer, SpeakerCountHint, SpeakerTurn, default_diarizer_name, load_diarizer
@@ -32,6 +32,10 @@ _Result = TypeVar("_Result")
 
 ProgressCallback = Callable[[str, float], None]
 """Called with a stage name (decode, transcribe, diarize, render) and the job's overall progress in percent."""
+
+SegmentsCallback = Callable[[list[Segment]], None]
+"""Called with the segments decoded since the last call while a job runs: provisional (no speakers, no words;
+see `attribute.provisional_segments`), numbered on from the previous call's, each segment once."""
 
 # Share of the job's progress bar each stage takes (ASR dominates wall time): decode up to 5%, ASR to 85%, then
 # whatever diarization has left (it runs beside ASR) to 95%, rendering the rest.
@@ -94,8 +98,11 @@ class Engine:
         s3_config: Mapping[str, Any] | None = None,
         progress: ProgressCallback | None = None,
         stop: StopSignal | None = None,
+        on_segments: SegmentsCallback | None = None,
     ) -> Transcript:
-        """Fetch, decode and transcribe one job's audio; raise `JobStopped` soon after `stop` is set."""
+        """Fetch, decode and transcribe one job's audio; raise `JobStopped` soon after `stop` is set.
+
+        Progress reports and `on_segments` calls all come from the calling thread."""
         started = time.perf_counter()
         options = request.options()
         model = self._load_model(options)  # a missing model fails before gigabytes are fetched
@@ -115,7 +122,13 @@ class Engine:
                 stop=stop,
             )
         return self._transcribe(
-            audio, options, model, progress, stop=stop, decode_seconds=time.perf_counter() - started
+            audio,
+            options,
+            model,
+            progress,
+            stop=stop,
+            on_segments=on_segments,
+            decode_seconds=time.perf_counter() - started,
         )
 
     def transcribe_audio(
@@ -127,7 +140,9 @@ class Engine:
         stop: StopSignal | None = None,
     ) -> Transcript:
         """Transcribe (and diarize) 16 kHz mono float32 audio that is already in memory."""
-        return self._transcribe(audio, options, self._load_model(options), progress, stop=stop, decode_seconds=0.0)
+        return self._transcribe(
+            audio, options, self._load_model(options), progress, stop=stop, on_segments=None, decode_seconds=0.0
+        )
 
     def _load_model(self, options: TranscriptionOptions) -> tuple[str, Any]:
         """Check the task against the model's name, load it (cached), check the task against what the loaded model
@@ -147,6 +162,7 @@ class Engine:
         progress: ProgressCallback | None,
         *,
         stop: StopSignal | None,
+        on_segments: SegmentsCallback | None,
         decode_seconds: float,
     ) -> Transcript:
         started = time.perf_counter() - decode_seconds
@@ -161,10 +177,16 @@ class Engine:
         # be interrupted; the stage threads end at their next check of the signal.
         transcribed = _StageProgress(stop)
         diarized = _StageProgress(stop)
+        live = _LiveSegments(on_segments, transcribed.found)
+        low, high = _ASR_SPAN
+
+        def report_transcribe() -> None:
+            live.flush()  # before the percent, so an update that carries both has every segment it counts
+            _report(progress, "transcribe", low + (high - low) * transcribed.fraction)
+
         pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="stage")
         try:
             pending = pool.submit(_diarize, diarizer, audio, hint, timings, diarized) if diarizer is not None else None
-            low, high = _ASR_SPAN
             asr_work = pool.submit(
                 _transcribe_words,
                 model,
@@ -175,9 +197,8 @@ class Engine:
                 timings=timings,
                 transcribed=transcribed,
             )
-            result = _supervise(
-                asr_work, stop, lambda: _report(progress, "transcribe", low + (high - low) * transcribed.fraction)
-            )
+            result = _supervise(asr_work, stop, report_transcribe)
+            live.flush()
             turns: list[SpeakerTurn] | None = None
             if pending is not None:
                 turns = _supervise(
@@ -214,16 +235,41 @@ class Engine:
 
 class _StageProgress:
     """A stage's latest fraction done, written by its thread and read by the job's; each report is also where the
-    stage's thread learns that the job was stopped."""
+    stage's thread learns that the job was stopped. The ASR stage also lists the segments it has decoded."""
 
     def __init__(self, stop: StopSignal | None) -> None:
         self.fraction = 0.0
         self.stop = stop
+        self.found: list[asr.AsrSegment] = []
+
+    def add(self, segment: asr.AsrSegment) -> None:
+        self.found.append(segment)  # one writer; the job's thread reads a prefix of it
 
     def update(self, fraction: float) -> None:
         if self.stop is not None:
             self.stop.check()
         self.fraction = fraction
+
+
+class _LiveSegments:
+    """Hands each segment the ASR stage has found to `on_segments` once, in order, from the job's thread."""
+
+    def __init__(self, on_segments: SegmentsCallback | None, found: list[asr.AsrSegment]) -> None:
+        self._on_segments = on_segments
+        self._found = found
+        self._sent = 0
+        self._previous_end = 0.0
+
+    def flush(self) -> None:
+        if self._on_segments is None:
+            return
+        new = self._found[self._sent : len(self._found)]
+        if not new:
+            return
+        segments = provisional_segments(new, self._sent, self._previous_end)
+        self._sent += len(new)
+        self._previous_end = segments[-1].end
+        self._on_segments(segments)
 
 
 def _supervise(work: Future[_Result], stop: StopSignal | None, report: Callable[[], None]) -> _Result:
@@ -257,6 +303,7 @@ def _transcribe_words(
         progress=transcribed.update,
         recover_speech=recover_speech,
         stop=transcribed.stop,
+        on_segment=transcribed.add,
     )
     timings["asr"] = round(time.perf_counter() - started, 3)
     return result
@@ -277,4 +324,4 @@ def _diarize(
 
 def _report(progress: ProgressCallback | None, stage: str, percent: float) -> None:
     if progress is not None:
-        progress(stage, round(percent, 1))
+        progress(stage, round(float(percent), 1))

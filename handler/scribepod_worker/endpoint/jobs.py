@@ -58,14 +58,14 @@ from scribepod_worker.endpoint.models import (
     StreamState,
     WorkerCounts,
 )
-from scribepod_worker.engine import ProgressCallback
 from scribepod_worker.errors import WorkerError
+from scribepod_worker.handler import UpdateCallback
 from scribepod_worker.stop import JobStopped, StopSignal
 
 log = logging.getLogger("scribepod_worker.endpoint")
 
-Handler = Callable[[dict[str, Any], ProgressCallback, StopSignal], dict[str, Any]]
-"""`handler.handle`: a RunPod job dict, a progress callback and the run's stop signal in; the output or
+Handler = Callable[[dict[str, Any], UpdateCallback, StopSignal], dict[str, Any]]
+"""`handler.handle`: a RunPod job dict, an update callback and the run's stop signal in; the output or
 `{"error": "<JSON>"}` out, or `JobStopped` raised once the signal is set."""
 
 DEFAULT_TTL_S = 24 * 3600.0  # RunPod's default `policy.ttl`
@@ -133,6 +133,7 @@ class _Run:
     stop: StopSignal
     deadline: float | None  # time.monotonic() at which the execution timeout fires
     progress: dict[str, Any] | None = None
+    streamed: int = 0  # segments already handed to /stream items
 
 
 class JobStore:
@@ -556,18 +557,21 @@ class JobStore:
                 )
             log.info("job %s %s", run.job_id, status.value)
 
-    def _progress(self, run: _Run) -> ProgressCallback:
-        """What RunPod's `progress_update` does: /status shows the update as `output`; /stream gets it as an item.
-        A stopped run's next report raises `JobStopped`, wherever the stages themselves do not check."""
+    def _progress(self, run: _Run) -> UpdateCallback:
+        """What RunPod's `progress_update` does: /status shows the latest update as `output`, every segment so far
+        in it. /stream gets each update as an item, holding only the segments new since the item before, as the
+        streaming handler yields them. A stopped run's next report raises `JobStopped`, wherever the stages
+        themselves do not check."""
 
-        def report(stage: str, percent: float) -> None:
-            update = {"stage": stage, "percent": percent}
+        def report(update: dict[str, Any]) -> None:
             with self._lock:
                 run.stop.check()
                 if run.progress != update:
                     run.progress = update
+                    item = {**update, "segments": update["segments"][run.streamed :]}
+                    run.streamed = max(run.streamed, len(update["segments"]))
                     backlog = self._streams.setdefault(run.job_id, deque(maxlen=_STREAM_BACKLOG))
-                    backlog.append(StreamItem(output=update))
+                    backlog.append(StreamItem(output=item))
 
         return report
 
