@@ -29,8 +29,10 @@ from scribepod import (
     Transcript,
     _sources,
 )
+from scribepod.models import Segment
+from test_cli import scribepod
 
-from conftest import API_KEY, ffmpeg
+from conftest import API_KEY, ffmpeg, realspeech
 from faultproxy import FaultProxy, delay, reject, reset_after, reset_before
 from servers import free_port, moto_s3_server
 
@@ -251,6 +253,29 @@ def test_local_only_needs_no_endpoint(sample_dir: Path, local_model: None) -> No
     with Client(fallback="local_only") as local:
         transcript = local.transcribe((sample_dir / "sample.wav").read_bytes(), diarize=False)
     assert transcript.job is not None and transcript.job.provider == "local" and transcript.text
+
+
+def test_local_only_reports_progress_and_live_segments(local_model: None) -> None:
+    stages: list[str] = []
+    heard: list[Segment] = []
+    with Client(fallback="local_only") as local:
+        transcript = local.transcribe(
+            realspeech("jfk.wav"), on_progress=lambda update: stages.append(update["stage"]), on_segment=heard.append
+        )
+    assert stages[0] == "decode" and stages[-1] == "done" and {"transcribe", "render"} <= set(stages)
+    assert " ".join(segment.text for segment in heard).split() == transcript.text.split()
+
+
+def test_local_inference_without_its_default_model_fails_when_the_client_is_made(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Not at the first job: the client (and the CLI) stop at once, listing the models present."""
+    monkeypatch.setenv("SCRIBEPOD_MODEL", "large-v3")
+    with pytest.raises(LocalInferenceUnavailable, match=r"'large-v3' is not present.*available: tiny.en"):
+        Client(fallback="local_only")
+    result = scribepod("--fallback", "local_only", "transcribe", "meeting.wav", env={"SCRIBEPOD_MODEL": "large-v3"})
+    assert result.returncode == 2 and "SCRIBEPOD_MODEL=tiny.en" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_client_needs_an_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -24,7 +24,7 @@ from scribepod.errors import (
     ScribepodError,
     SubmissionUncertain,
 )
-from scribepod.models import JobInfo, Transcript
+from scribepod.models import JobInfo, Provider, Segment, Transcript
 from scribepod.redaction import redact
 
 DEFAULT_BASE_URL = "https://api.runpod.ai/v2/{endpoint_id}"
@@ -57,10 +57,50 @@ class JobState:
 
     @property
     def progress(self) -> dict[str, Any] | None:
-        """The worker's `{"stage", "percent"}` while the job runs, if it reported any."""
+        """The worker's latest update (`{"stage", "percent", "segments"}`) while the job runs, if it sent any."""
         if self.status == "IN_PROGRESS" and isinstance(self.output, dict) and "stage" in self.output:
             return self.output
         return None
+
+    @property
+    def updates(self) -> list[Any]:
+        """Every update this reading holds: the latest from /status, the items of /stream, and those of a finished
+        job's output from an endpoint in streaming mode (a list: updates, then the transcript)."""
+        items = [item.get("output", item) if isinstance(item, dict) else item for item in self.stream]
+        if self.progress is not None:
+            items.append(self.progress)
+        if self.status == "COMPLETED" and isinstance(self.output, list):
+            items.extend(self.output[:-1])
+        return items
+
+
+class LiveSegments:
+    """A job's segments, each once and in order, as its updates reveal them: provisional ones while it runs (from
+    any mix of /status readings, /stream items and streaming-mode output), then the final transcript's segments
+    from where the provisional ones end. Together they cover the recording once; the transcript itself is exact."""
+
+    def __init__(self) -> None:
+        self._next_id = 0
+        self._covered_until = 0.0
+
+    def provisional(self, updates: list[Any]) -> list[Segment]:
+        new: list[Segment] = []
+        for update in updates:
+            if not isinstance(update, Mapping) or not isinstance(update.get("segments"), list):
+                continue
+            for raw in update["segments"]:
+                if isinstance(raw, Mapping) and isinstance(raw.get("id"), int) and raw["id"] >= self._next_id:
+                    segment = Segment.model_validate(raw)
+                    new.append(segment)
+                    self._next_id = segment.id + 1
+                    self._covered_until = max(self._covered_until, segment.end)
+        return new
+
+    def rest(self, transcript: Transcript) -> list[Segment]:
+        """The final segments after the provisional ones: all of them when none came while the job ran."""
+        if self._next_id == 0:
+            return list(transcript.segments)
+        return [segment for segment in transcript.segments if segment.start >= self._covered_until]
 
 
 def parse_job(body: Mapping[str, Any]) -> JobState:
@@ -104,19 +144,29 @@ def job_failure(state: JobState) -> ScribepodError:
     return JobFailed("internal", f"job failed without an error message ({redact(str(error))[:200]})", job_id=state.id)
 
 
-def transcript_of(state: JobState, provider: str = "runpod") -> Transcript:
+def transcript_of(state: JobState, provider: Provider = "runpod") -> Transcript:
     """The transcript of a COMPLETED job, with where and how long it ran."""
     if state.status != "COMPLETED":
         raise job_failure(state)
-    transcript = Transcript.model_validate(state.output)
+    output = state.output
+    if isinstance(output, list) and output:  # an endpoint in streaming mode: its updates, then the transcript
+        output = output[-1]
+        if isinstance(output, Mapping) and "error" in output:  # RunPod's local API server reports it so
+            raise job_failure(JobState(id=state.id, status="FAILED", error=output["error"]))
+    transcript = Transcript.model_validate(output)
     transcript.job = JobInfo(
         id=state.id,
         delay_time=state.delay_time,
         execution_time=state.execution_time,
         worker_id=state.worker_id,
-        provider="local" if provider == "local" else "runpod",
+        provider=provider,
     )
     return transcript
+
+
+class MethodNotAllowed(InvalidInput):
+    """HTTP 405: runpod-python's development server (`--rp_serve_api`) takes /status only as POST, where RunPod's
+    API documents GET (and the local endpoint takes both); `_flows.status` asks again with POST."""
 
 
 class TransientStatus(Exception):
@@ -151,6 +201,8 @@ def check_response(response: httpx.Response, job_id: str | None = None) -> Any:
         raise JobNotFound(f"the endpoint does not know job {job_id} (expired or never existed)")
     if status == 404:
         raise EndpointUnavailable(f"no such endpoint at {response.request.url} (HTTP 404)")
+    if status == 405:
+        raise MethodNotAllowed(f"the endpoint does not take {response.request.method} {response.request.url.path}")
     raise InvalidInput(f"the endpoint rejected the request (HTTP {status}): {detail}")
 
 
@@ -232,3 +284,14 @@ def poll_delays(first: float = 0.25, factor: float = 1.6, cap: float = 5.0) -> I
 
 ProgressCallback = Callable[[dict[str, Any]], None]
 """Receives the worker's `{"stage": ..., "percent": ...}` while a job runs."""
+
+SegmentCallback = Callable[[Segment], None]
+"""Receives each segment once, in order, while a job runs (see `LiveSegments`)."""
+
+
+def provider_of(base_url: str | None) -> Provider:
+    """Who runs a client's jobs: RunPod's API, another endpoint (such as `scribepod-worker serve`), or this process."""
+    if base_url is None:
+        return "local"
+    host = httpx.URL(base_url).host
+    return "runpod" if host == "runpod.ai" or host.endswith((".runpod.ai", ".runpod.io")) else "endpoint"

@@ -11,9 +11,17 @@ from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
-from scribepod._core import JobState, ProgressCallback, parse_job, poll_delays, transcript_of
+from scribepod._core import (
+    JobState,
+    LiveSegments,
+    MethodNotAllowed,
+    ProgressCallback,
+    parse_job,
+    poll_delays,
+    transcript_of,
+)
 from scribepod.errors import JobTimedOut, ScribepodError
-from scribepod.models import Transcript
+from scribepod.models import Provider, Segment, Transcript
 
 log = logging.getLogger("scribepod")
 
@@ -37,7 +45,14 @@ class Sleep:
     seconds: float
 
 
-Step = Call | Sleep
+@dataclass(frozen=True)
+class Emit:
+    """Segments for the caller (a live flow's output while the job runs); the driver sends nothing back."""
+
+    segments: list[Segment]
+
+
+Step = Call | Sleep | Emit
 Flow = Generator[Step, Any, Any]
 
 _SYNC_WAIT_S = 60.0  # how long one /runsync call holds the connection before falling back to polling
@@ -55,7 +70,10 @@ def submit(body: dict[str, Any]) -> Flow:
 
 
 def status(job_id: str) -> Flow:
-    answer = yield Call("GET", f"/status/{job_id}", idempotent=True, what=f"GET /status/{job_id}", job_id=job_id)
+    try:
+        answer = yield Call("GET", f"/status/{job_id}", idempotent=True, what=f"GET /status/{job_id}", job_id=job_id)
+    except MethodNotAllowed:
+        answer = yield Call("POST", f"/status/{job_id}", idempotent=True, what=f"POST /status/{job_id}", job_id=job_id)
     state: JobState = parse_job(answer)
     return state
 
@@ -77,9 +95,10 @@ def run_and_wait(
     body: dict[str, Any],
     timeout: float | None,
     on_progress: ProgressCallback | None,
-    provider: str = "runpod",
+    provider: Provider = "runpod",
     *,
     sync: bool,
+    live: bool = False,
 ) -> Flow:
     """Submit and wait. With `sync` the job goes through /runsync, which answers the moment the job completes (one
     request, no polling delay); if the sync wait ends first, polling takes over. Otherwise through /run, which
@@ -102,26 +121,36 @@ def run_and_wait(
         state = parse_job(answer)
     else:
         state = yield from submit(body)
-    transcript: Transcript = yield from wait(state, deadline, on_progress, provider)
+    transcript: Transcript = yield from wait(state, deadline, on_progress, provider, live=live)
     return transcript
 
 
 def wait(
-    state: JobState, deadline: float | None, on_progress: ProgressCallback | None, provider: str = "runpod"
+    state: JobState,
+    deadline: float | None,
+    on_progress: ProgressCallback | None,
+    provider: Provider = "runpod",
+    *,
+    live: bool = False,
 ) -> Flow:
     """Poll until the job ends, backing off from 0.25 s to 5 s; past the deadline, cancel it and raise.
 
     When the worker reports progress, the next poll comes no later than its estimated finish, so a result is not
-    left waiting for a long backoff step."""
+    left waiting for a long backoff step. `live` emits the job's segments as they come (see `LiveSegments`): each
+    /status reading carries every segment so far, so the 5 s polls miss none."""
     delays = poll_delays()
     eta = _FinishEstimate()
+    segments = LiveSegments()
     last_progress: dict[str, Any] | None = None
     while not state.final:
+        if live and (new := segments.provisional(state.updates)):
+            yield Emit(new)
         if state.progress is not None:
             eta.observe(float(state.progress.get("percent", 0.0)))
-            if on_progress is not None and state.progress != last_progress:
-                last_progress = state.progress
-                on_progress(state.progress)
+            progress = {key: value for key, value in state.progress.items() if key != "segments"}
+            if on_progress is not None and progress != last_progress:
+                last_progress = progress
+                on_progress(progress)
         delay = eta.cap(next(delays))
         if deadline is not None and time.monotonic() + delay > deadline:
             yield from _cancel_after_timeout(state.id)
@@ -129,6 +158,8 @@ def wait(
         yield Sleep(delay)
         state = yield from status(state.id)
     transcript: Transcript = transcript_of(state, provider)
+    if live and (new := [*segments.provisional(state.updates), *segments.rest(transcript)]):
+        yield Emit(new)
     return transcript
 
 

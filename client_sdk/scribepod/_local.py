@@ -9,9 +9,10 @@ import threading
 import time
 from typing import Any
 
+from scribepod._core import LiveSegments, ProgressCallback, SegmentCallback
 from scribepod._sources import Source, describe, is_remote, read_bytes
 from scribepod.errors import JobFailed, LocalInferenceUnavailable
-from scribepod.models import JobInfo, Transcript, TranscriptionRequest
+from scribepod.models import JobInfo, Segment, Transcript, TranscriptionRequest
 
 INSTALL_HINT = (
     "local inference needs the worker engine beside the SDK (neither is on PyPI): from a checkout of the scribepod "
@@ -30,8 +31,24 @@ class LocalEngine:
 
     def __init__(self) -> None:
         require_engine()
+        self._check_default_model()
         self._engine: Any = None
         self._lock = threading.Lock()
+
+    @staticmethod
+    def _check_default_model() -> None:
+        """Fail when the client is made, listing the models present, rather than with every job."""
+        from scribepod_worker.config import WorkerSettings
+        from scribepod_worker.errors import WorkerError
+        from scribepod_worker.transcribe import MISSING_MODEL_FIX, resolve_model
+
+        settings = WorkerSettings.from_env()
+        try:
+            resolve_model(settings.model, settings)
+        except WorkerError as error:
+            raise LocalInferenceUnavailable(
+                f"local inference cannot run: {error.message}; {MISSING_MODEL_FIX}"
+            ) from None
 
     def _get(self) -> Any:
         with self._lock:
@@ -43,7 +60,15 @@ class LocalEngine:
                 self._engine = Engine(settings)
             return self._engine
 
-    def transcribe(self, source: Source, options: dict[str, Any], s3_config: dict[str, Any] | None) -> Transcript:
+    def transcribe(
+        self,
+        source: Source,
+        options: dict[str, Any],
+        s3_config: dict[str, Any] | None,
+        on_progress: ProgressCallback | None = None,
+        on_segment: SegmentCallback | None = None,
+    ) -> Transcript:
+        """As a job on the endpoint would, with its progress and live segments (`Client.transcribe`'s callbacks)."""
         from scribepod_worker.errors import WorkerError
 
         if is_remote(source) or isinstance(source, str | os.PathLike):
@@ -52,11 +77,27 @@ class LocalEngine:
             import base64
 
             request = TranscriptionRequest(audio_base64=base64.b64encode(read_bytes(source)).decode(), **options)
+        live = LiveSegments()
+
+        def progress(stage: str, percent: float) -> None:
+            if on_progress is not None:
+                on_progress({"stage": stage, "percent": percent})
+
+        def segments(found: list[Segment]) -> None:
+            if on_segment is not None:
+                for segment in live.provisional([{"segments": [item.model_dump() for item in found]}]):
+                    on_segment(segment)
+
         started = time.perf_counter()
         try:
-            transcript: Transcript = self._get().run(request, s3_config=s3_config)
+            transcript: Transcript = self._get().run(
+                request, s3_config=s3_config, progress=progress, on_segments=segments
+            )
         except WorkerError as error:
             raise JobFailed(error.code, f"{describe(source)}: {error.message}", error.field) from None
+        if on_segment is not None:
+            for segment in live.rest(transcript):
+                on_segment(segment)
         transcript.job = JobInfo(
             id=None, delay_time=0.0, execution_time=round(time.perf_counter() - started, 3), provider="local"
         )

@@ -23,7 +23,7 @@ from scribepod.errors import (
     JobTimedOut,
     ScribepodError,
 )
-from scribepod.models import Transcript
+from scribepod.models import Segment, Transcript
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_AUTH, EXIT_UNAVAILABLE, EXIT_TIMEOUT = 0, 1, 2, 3, 4, 5
 FORMATS = ("srt", "vtt", "txt", "json", "rttm")
@@ -52,15 +52,15 @@ class Progress:
 
     def __init__(self, total: int, quiet: bool) -> None:
         self.total, self.done, self.quiet = total, 0, quiet
-        self._lock = threading.Lock()
+        self.lock = threading.Lock()  # one line at a time, on stderr and stdout
 
     def say(self, name: str, text: str) -> None:
         if not self.quiet:
-            with self._lock:
+            with self.lock:
                 print(f"[{self.done}/{self.total}] {name}: {text}", file=sys.stderr, flush=True)
 
     def finished(self, name: str, text: str) -> None:
-        with self._lock:
+        with self.lock:
             self.done += 1
         self.say(name, text)
 
@@ -92,9 +92,17 @@ def transcribe(client: Client, args: argparse.Namespace) -> int:
         def report(update: dict[str, Any]) -> None:
             progress.say(name, f"{update.get('stage', '?')} {update.get('percent', 0):.0f}%")
 
+        def show(segment: Segment) -> None:
+            who = f"{segment.speaker}: " if segment.speaker else ""
+            prefix = f"{name}: " if len(args.inputs) > 1 else ""
+            with progress.lock:
+                print(f"{prefix}[{segment.start:8.2f} - {segment.end:8.2f}] {who}{segment.text}", flush=True)
+
         progress.say(name, "preparing")  # not yet sent: a missing file fails here, before any request
         try:
-            transcript = client.transcribe(source, timeout=args.timeout, on_progress=report, **options)
+            transcript = client.transcribe(
+                source, timeout=args.timeout, on_progress=report, on_segment=show if args.live else None, **options
+            )
         except ScribepodError as error:
             outcomes[index] = error
             progress.finished(name, f"FAILED: {error}")
@@ -132,7 +140,7 @@ def transcribe(client: Client, args: argparse.Namespace) -> int:
         document = render(outcome, args.format, name)
         if args.out:
             (Path(args.out) / f"{name}.{args.format}").write_text(document)
-        else:
+        elif not args.live:  # live, the segments are printed already
             if len(args.inputs) > 1:
                 print(f"==> {source} <==")
             sys.stdout.write(document)
@@ -166,6 +174,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-speakers", type=int)
     run.add_argument("--no-diarize", action="store_true")
     run.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
+    run.add_argument(
+        "--live",
+        action="store_true",
+        help="print each segment as it is decoded (speakers come with the last ones; the final transcript in "
+        "--format goes to --out when given)",
+    )
 
     commands.add_parser("health", help="print the endpoint's health document")
     status = commands.add_parser("status", help="print a job's status")

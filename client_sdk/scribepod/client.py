@@ -27,17 +27,17 @@ from scribepod._core import (
     RUNSYNC_PAYLOAD_LIMIT,
     JobState,
     ProgressCallback,
+    SegmentCallback,
     TransientStatus,
     check_response,
     final_error,
-    parse_job,
-    poll_delays,
+    provider_of,
     retry_arguments,
 )
 from scribepod._local import LocalEngine
 from scribepod._sources import PreparedAudio, S3Settings, Source, delete_upload, describe, prepare
 from scribepod.errors import EndpointUnavailable, InvalidInput, ScribepodError
-from scribepod.models import Transcript, TranscriptionOptions
+from scribepod.models import Provider, Segment, Transcript, TranscriptionOptions
 from scribepod.redaction import redact, register_secret
 from scribepod.usage import PriceTable, Tier, Usage, tier_from_env
 
@@ -83,6 +83,7 @@ class _ClientBase:
                 "or use fallback='local_only'"
             )
         self.base_url = base.rstrip("/") if base else None
+        self.provider: Provider = provider_of(self.base_url) if fallback != "local_only" else "local"
         self.fallback: Fallback = fallback
         self.timeout = timeout
         self.request_timeout = request_timeout
@@ -165,23 +166,31 @@ class _ClientBase:
         options: dict[str, Any],
         timeout: float | None,
         on_progress: ProgressCallback | None,
+        *,
         batch: bool,
+        live: bool = False,
     ) -> _flows.Flow:
-        """One job, through /runsync for a single call without progress, else through /run and polling.
+        """One job, through /runsync for a single call that follows nothing (no progress, no live segments), else
+        through /run and polling.
 
         A batch submits through /run: its jobs wait in the endpoint's queue anyway, so holding a /runsync connection
         for each gains nothing, and /run answers at once, so a slow answer is never mistaken for a lost submission.
         Only a batch input too large for /run (10 MB) goes through /runsync (20 MB)."""
         inline_size = sum(len(value) for value in prepared.fields.values()) + len(json.dumps(options)) + 64
-        sync = on_progress is None and (not batch or inline_size > RUN_PAYLOAD_LIMIT)
+        sync = on_progress is None and not live and (not batch or inline_size > RUN_PAYLOAD_LIMIT)
         return _flows.run_and_wait(
-            self._body(prepared, options, None), self._wait_seconds(timeout), on_progress, sync=sync
+            self._body(prepared, options, None),
+            self._wait_seconds(timeout),
+            on_progress,
+            self.provider,
+            sync=sync,
+            live=live,
         )
 
     @staticmethod
-    def _payload_limit(on_progress: ProgressCallback | None) -> int:
-        """Without progress the job may go through /runsync (20 MB); with it, through /run (10 MB)."""
-        return RUNSYNC_PAYLOAD_LIMIT if on_progress is None else RUN_PAYLOAD_LIMIT
+    def _payload_limit(follows: bool) -> int:
+        """A job nobody follows may go through /runsync (20 MB); one followed goes through /run (10 MB)."""
+        return RUN_PAYLOAD_LIMIT if follows else RUNSYNC_PAYLOAD_LIMIT
 
     def _cleanup(self, prepared: PreparedAudio) -> None:
         if prepared.upload is not None and self.s3 is not None and self.s3.delete_after:
@@ -224,16 +233,21 @@ class Client(_ClientBase):
             raise self._failed(error, call) from None
         raise AssertionError("unreachable: tenacity reraises")
 
-    def _drive(self, flow: _flows.Flow) -> Any:
-        """Run an I/O-free flow with blocking I/O, feeding results (or errors) back into it."""
+    def _steps(self, flow: _flows.Flow, outcome: list[Any]) -> Iterator[list[Segment]]:
+        """Run an I/O-free flow with blocking I/O, feeding results (or errors) back into it; yield the segments it
+        emits, and leave its result in `outcome`."""
         result: Any = None
         error: BaseException | None = None
         while True:
             try:
                 step = flow.throw(error) if error is not None else flow.send(result)
             except StopIteration as done:
-                return done.value
+                outcome.append(done.value)
+                return
             result, error = None, None
+            if isinstance(step, _flows.Emit):
+                yield step.segments
+                continue
             try:
                 if isinstance(step, _flows.Sleep):
                     time.sleep(step.seconds)
@@ -242,16 +256,28 @@ class Client(_ClientBase):
             except ScribepodError as raised:
                 error = raised
 
+    def _drive(self, flow: _flows.Flow, on_segment: SegmentCallback | None = None) -> Any:
+        outcome: list[Any] = []
+        for segments in self._steps(flow, outcome):
+            if on_segment is not None:
+                for segment in segments:
+                    on_segment(segment)
+        return outcome[0]
+
     def transcribe(
         self,
         source: Source,
         *,
         timeout: float | None = None,
         on_progress: ProgressCallback | None = None,
+        on_segment: SegmentCallback | None = None,
         **options: Any,
     ) -> Transcript:
-        """Transcribe one input and wait for the result (options: the contract's request fields)."""
-        return self._transcribe(source, timeout, on_progress, options, batch=False)
+        """Transcribe one input and wait for the result (options: the contract's request fields).
+
+        `on_progress` hears the job's stage and percent; `on_segment` each segment as it is decoded (provisional:
+        no speaker yet), then the rest of the final transcript's (README, "Live transcripts")."""
+        return self._transcribe(source, timeout, on_progress, options, batch=False, on_segment=on_segment)
 
     def _transcribe(
         self,
@@ -261,15 +287,20 @@ class Client(_ClientBase):
         options: dict[str, Any],
         *,
         batch: bool,
+        on_segment: SegmentCallback | None = None,
     ) -> Transcript:
         clean = self._options(options)
         if self.fallback == "local_only":
             assert self._local is not None
-            return self.usage.record(self._local.transcribe(source, clean, None))
+            return self.usage.record(self._local.transcribe(source, clean, None, on_progress, on_segment))
+        follows = on_progress is not None or on_segment is not None
         try:
-            prepared = self._prepare(source, clean, self._payload_limit(on_progress))
+            prepared = self._prepare(source, clean, self._payload_limit(follows))
             try:
-                transcript: Transcript = self._drive(self._run_and_wait(prepared, clean, timeout, on_progress, batch))
+                transcript: Transcript = self._drive(
+                    self._run_and_wait(prepared, clean, timeout, on_progress, batch=batch, live=on_segment is not None),
+                    on_segment,
+                )
             finally:
                 self._cleanup(prepared)
         except ScribepodError as error:
@@ -315,11 +346,13 @@ class Client(_ClientBase):
 
 
 class _JobBase:
-    """What a job handle holds: its id, its last known state and the upload to delete once it ends."""
+    """What a job handle holds: its id, its last known state, the upload to delete once it ends, and the
+    transcript once `stream()` has seen the job complete."""
 
     def __init__(self, state: JobState, prepared: PreparedAudio | None) -> None:
         self._state = state
         self._prepared = prepared
+        self._streamed: list[Any] = []  # the transcript `stream()` ended with, for `wait()`
         self.id = state.id
 
     def __repr__(self) -> str:
@@ -327,7 +360,7 @@ class _JobBase:
 
 
 class Job(_JobBase):
-    """A submitted job. `wait()` polls with backoff; `cancel()` stops it; `stream()` yields its updates."""
+    """A submitted job. `wait()` polls with backoff; `cancel()` stops it; `stream()` yields its segments live."""
 
     def __init__(self, client: Client, state: JobState, prepared: PreparedAudio | None) -> None:
         super().__init__(state, prepared)
@@ -341,12 +374,21 @@ class Job(_JobBase):
         """The job's current status (IN_QUEUE, IN_PROGRESS, COMPLETED, FAILED, CANCELLED, TIMED_OUT)."""
         return self.refresh().status
 
-    def wait(self, timeout: float | None = None, on_progress: ProgressCallback | None = None) -> Transcript:
+    def wait(
+        self,
+        timeout: float | None = None,
+        on_progress: ProgressCallback | None = None,
+        on_segment: SegmentCallback | None = None,
+    ) -> Transcript:
         """The transcript once the job completes; past `timeout` seconds the job is cancelled (JobTimedOut)."""
         wait = self._client._wait_seconds(timeout)
         deadline = None if wait is None else time.monotonic() + wait
         try:
-            transcript: Transcript = self._client._drive(_flows.wait(self._state, deadline, on_progress))
+            if self._streamed:
+                transcript: Transcript = self._streamed[0]
+            else:
+                flow = _flows.wait(self._state, deadline, on_progress, self._client.provider, live=bool(on_segment))
+                transcript = self._client._drive(flow, on_segment)
         finally:
             if self._prepared is not None:
                 self._client._cleanup(self._prepared)
@@ -356,18 +398,17 @@ class Job(_JobBase):
         self._state = self._client._drive(_flows.cancel(self.id))
         return self._state.status
 
-    def stream(self) -> Iterator[Any]:
-        """Each streamed output (for this worker: progress updates) until the job ends."""
-        delays = poll_delays()
-        while True:
-            call = _flows.Call("GET", f"/stream/{self.id}", idempotent=True, what="GET /stream", job_id=self.id)
-            state = parse_job(self._client._call(call))
-            for item in state.stream:
-                yield item.get("output", item) if isinstance(item, dict) else item
-            if state.final:
-                self._state = state
-                return
-            time.sleep(next(delays))
+    def stream(self) -> Iterator[Segment]:
+        """Each segment as it is decoded, while the job runs (provisional: no speaker or words yet), then the rest
+        of the final transcript's; then `wait()` returns the exact transcript at once. A failed job raises here.
+
+        Works against RunPod (each /status reading carries every segment so far) and any endpoint of this
+        contract; see the README, "Live transcripts"."""
+        outcome: list[Any] = []
+        flow = _flows.wait(self._state, None, None, self._client.provider, live=True)
+        for segments in self._client._steps(flow, outcome):
+            yield from segments
+        self._streamed = outcome
 
 
 class AsyncClient(_ClientBase):
@@ -396,15 +437,19 @@ class AsyncClient(_ClientBase):
             raise self._failed(error, call) from None
         raise AssertionError("unreachable: tenacity reraises")
 
-    async def _drive(self, flow: _flows.Flow) -> Any:
+    async def _steps(self, flow: _flows.Flow, outcome: list[Any]) -> AsyncIterator[list[Segment]]:
         result: Any = None
         error: BaseException | None = None
         while True:
             try:
                 step = flow.throw(error) if error is not None else flow.send(result)
             except StopIteration as done:
-                return done.value
+                outcome.append(done.value)
+                return
             result, error = None, None
+            if isinstance(step, _flows.Emit):
+                yield step.segments
+                continue
             try:
                 if isinstance(step, _flows.Sleep):
                     await asyncio.sleep(step.seconds)
@@ -413,15 +458,24 @@ class AsyncClient(_ClientBase):
             except ScribepodError as raised:
                 error = raised
 
+    async def _drive(self, flow: _flows.Flow, on_segment: SegmentCallback | None = None) -> Any:
+        outcome: list[Any] = []
+        async for segments in self._steps(flow, outcome):
+            if on_segment is not None:
+                for segment in segments:
+                    on_segment(segment)
+        return outcome[0]
+
     async def transcribe(
         self,
         source: Source,
         *,
         timeout: float | None = None,
         on_progress: ProgressCallback | None = None,
+        on_segment: SegmentCallback | None = None,
         **options: Any,
     ) -> Transcript:
-        return await self._transcribe(source, timeout, on_progress, options, batch=False)
+        return await self._transcribe(source, timeout, on_progress, options, batch=False, on_segment=on_segment)
 
     async def _transcribe(
         self,
@@ -431,16 +485,20 @@ class AsyncClient(_ClientBase):
         options: dict[str, Any],
         *,
         batch: bool,
+        on_segment: SegmentCallback | None = None,
     ) -> Transcript:
         clean = self._options(options)
         if self.fallback == "local_only":
             assert self._local is not None
-            return self.usage.record(await asyncio.to_thread(self._local.transcribe, source, clean, None))
+            local = self._local.transcribe
+            return self.usage.record(await asyncio.to_thread(local, source, clean, None, on_progress, on_segment))
+        follows = on_progress is not None or on_segment is not None
         try:
-            prepared = await asyncio.to_thread(self._prepare, source, clean, self._payload_limit(on_progress))
+            prepared = await asyncio.to_thread(self._prepare, source, clean, self._payload_limit(follows))
             try:
                 transcript: Transcript = await self._drive(
-                    self._run_and_wait(prepared, clean, timeout, on_progress, batch)
+                    self._run_and_wait(prepared, clean, timeout, on_progress, batch=batch, live=on_segment is not None),
+                    on_segment,
                 )
             finally:
                 await asyncio.to_thread(self._cleanup, prepared)
@@ -494,11 +552,20 @@ class AsyncJob(_JobBase):
     async def status(self) -> str:
         return (await self.refresh()).status
 
-    async def wait(self, timeout: float | None = None, on_progress: ProgressCallback | None = None) -> Transcript:
+    async def wait(
+        self,
+        timeout: float | None = None,
+        on_progress: ProgressCallback | None = None,
+        on_segment: SegmentCallback | None = None,
+    ) -> Transcript:
         wait = self._client._wait_seconds(timeout)
         deadline = None if wait is None else time.monotonic() + wait
         try:
-            transcript: Transcript = await self._client._drive(_flows.wait(self._state, deadline, on_progress))
+            if self._streamed:
+                transcript: Transcript = self._streamed[0]
+            else:
+                flow = _flows.wait(self._state, deadline, on_progress, self._client.provider, live=bool(on_segment))
+                transcript = await self._client._drive(flow, on_segment)
         finally:
             if self._prepared is not None:
                 await asyncio.to_thread(self._client._cleanup, self._prepared)
@@ -508,14 +575,10 @@ class AsyncJob(_JobBase):
         self._state = await self._client._drive(_flows.cancel(self.id))
         return self._state.status
 
-    async def stream(self) -> AsyncIterator[Any]:
-        delays = poll_delays()
-        while True:
-            call = _flows.Call("GET", f"/stream/{self.id}", idempotent=True, what="GET /stream", job_id=self.id)
-            state = parse_job(await self._client._call(call))
-            for item in state.stream:
-                yield item.get("output", item) if isinstance(item, dict) else item
-            if state.final:
-                self._state = state
-                return
-            await asyncio.sleep(next(delays))
+    async def stream(self) -> AsyncIterator[Segment]:
+        outcome: list[Any] = []
+        flow = _flows.wait(self._state, None, None, self._client.provider, live=True)
+        async for segments in self._client._steps(flow, outcome):
+            for segment in segments:
+                yield segment
+        self._streamed = outcome

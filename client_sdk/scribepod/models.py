@@ -134,6 +134,11 @@ class Turn(_Response):
     speaker: str
 
 
+Provider = Literal["runpod", "endpoint", "local"]
+"""Who ran a job: RunPod's API, another endpoint at a base URL (such as `scribepod-worker serve`), or this
+process (local inference)."""
+
+
 class JobInfo(_Response):
     """Where and how a transcript was made; filled in by the SDK, not sent by the worker."""
 
@@ -141,7 +146,7 @@ class JobInfo(_Response):
     delay_time: float | None = None
     execution_time: float | None = None
     worker_id: str | None = None
-    provider: Literal["runpod", "local"] = "runpod"
+    provider: Provider = "runpod"
     gpu_class: str | None = None
     """The price class of the GPU the job ran on (`unknown`: none matched); see `scribepod.usage`."""
     estimated_cost_usd: float | None = None
@@ -180,6 +185,18 @@ class Transcript(_Response):
 
     def render(self, fmt: OutputFormat) -> str:
         return formats.render(self, fmt)
+
+
+class ProgressUpdate(_Response):
+    """What a running job reports: /status shows the latest as its `output`; each /stream item is one.
+
+    `segments` are provisional (no speaker, no words): in /status, every segment decoded so far; in a /stream item,
+    those new since the item before. `id` numbers them in order, as the final transcript's numbering would without
+    speaker splits; the final transcript is exact and may split one where the speaker changes."""
+
+    stage: str
+    percent: float
+    segments: list[Segment] = Field(default_factory=list)
 
 
 class ErrorInfo(BaseModel):
