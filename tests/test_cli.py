@@ -32,7 +32,7 @@ def test_transcribe_prints_srt_with_speakers(endpoint: str, sample_dir: Path) ->
     result = scribepod("--base-url", endpoint, "transcribe", str(sample_dir / "sample.wav"), "--format", "srt")
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("1\n00:00:") and "[SPEAKER_01]" in result.stdout
-    assert "[1/1] sample.wav: done (runpod): 2 speakers" in result.stderr
+    assert "[1/1] sample.wav: done (endpoint): 2 speakers" in result.stderr
     # Progress lines: stage and percent, as far as polling saw them (a short stage can pass between two polls).
     assert re.search(r"^\[0/1\] sample\.wav: (decode|transcribe|diarize|render) \d+%$", result.stderr, re.M)
 

@@ -120,9 +120,11 @@ def test_on_segment_and_the_cli_live_flag(served: str, meeting: Path) -> None:
 
     result = scribepod("--base-url", served, "transcribe", "--live", str(realspeech("jfk.wav")))
     assert result.returncode == 0, result.stderr
-    lines = result.stdout.splitlines()
+    live, final = result.stdout.split(f"==> {realspeech('jfk.wav')} <==\n")
+    lines = live.splitlines()
     assert lines and all(line.startswith("[") and "] " in line for line in lines), result.stdout
-    assert "ask not what your country can do for you" in result.stdout.lower()
+    assert "ask not what your country can do for you" in live.lower()
+    assert final.split()[0].startswith("SPEAKER_00"), "then the exact transcript, with speakers"
     assert "done (endpoint)" in result.stderr
 
 

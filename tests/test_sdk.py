@@ -85,7 +85,7 @@ def test_transcribe_a_path(client: Client, sample_dir: Path) -> None:
     transcript = client.transcribe(sample_dir / "sample.wav", output_formats=["srt"])
     assert [s.id for s in transcript.speakers] == ["SPEAKER_00", "SPEAKER_01"]
     assert "new jersey" in transcript.text.lower()
-    assert transcript.job is not None and transcript.job.provider == "runpod" and transcript.job.id
+    assert transcript.job is not None and transcript.job.provider == "endpoint" and transcript.job.id
     assert transcript.job.execution_time is not None and transcript.job.execution_time > 0
     assert transcript.formats["srt"] == transcript.to_srt()
 
@@ -216,7 +216,7 @@ def test_async_client(endpoint: str, sample_dir: Path, media: dict[str, Path]) -
             return one, many
 
     one, many = asyncio.run(scenario())
-    assert len(one.speakers) == 2 and one.job is not None and one.job.provider == "runpod"
+    assert len(one.speakers) == 2 and one.job is not None and one.job.provider == "endpoint"
     assert isinstance(many[0], Transcript) and isinstance(many[1], JobFailed)
 
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
+from pydantic import ValidationError
 from tenacity import RetryCallState, retry_if_exception, stop_after_attempt, stop_after_delay
 
 from scribepod.errors import (
@@ -90,7 +91,10 @@ class LiveSegments:
                 continue
             for raw in update["segments"]:
                 if isinstance(raw, Mapping) and isinstance(raw.get("id"), int) and raw["id"] >= self._next_id:
-                    segment = Segment.model_validate(raw)
+                    try:
+                        segment = Segment.model_validate(raw)
+                    except ValidationError:  # a live view is best effort; the transcript is checked in full
+                        continue
                     new.append(segment)
                     self._next_id = segment.id + 1
                     self._covered_until = max(self._covered_until, segment.end)

@@ -140,8 +140,8 @@ def transcribe(client: Client, args: argparse.Namespace) -> int:
         document = render(outcome, args.format, name)
         if args.out:
             (Path(args.out) / f"{name}.{args.format}").write_text(document)
-        elif not args.live:  # live, the segments are printed already
-            if len(args.inputs) > 1:
+        else:
+            if len(args.inputs) > 1 or args.live:  # after the live lines, the exact transcript, with speakers
                 print(f"==> {source} <==")
             sys.stdout.write(document)
     return code
@@ -177,8 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--live",
         action="store_true",
-        help="print each segment as it is decoded (speakers come with the last ones; the final transcript in "
-        "--format goes to --out when given)",
+        help="print each segment as it is decoded (provisional, without speakers), then the final transcript in "
+        "--format (or write it to --out)",
     )
 
     commands.add_parser("health", help="print the endpoint's health document")

@@ -28,6 +28,7 @@ log = logging.getLogger("scribepod_worker")
 _engine: Engine | None = None
 _engine_lock = threading.Lock()
 _PROGRESS_INTERVAL_S = 2.0
+_SEGMENTS_INTERVAL_S = 0.5
 # Share of a job's percent the official worker's `translate: true` pass takes (it runs first; see `run_job`).
 _TRANSLATE_SHARE = 40.0
 _ABSOLUTE_PATH = re.compile(r"(?<![\w:/])/[^\s'\"]+")
@@ -229,8 +230,9 @@ def runpod_updates(job: dict[str, Any]) -> UpdateCallback | None:
 
 
 def _throttled(send: UpdateCallback) -> UpdateCallback:
-    """At most one update per `_PROGRESS_INTERVAL_S`, but new segments (a batch decoded), a new stage and the last
-    update at once. Each update carries every segment so far, so one left out loses none."""
+    """At most one update per `_PROGRESS_INTERVAL_S`, but a new stage and the last update at once, and new segments
+    (a batch decoded) after `_SEGMENTS_INTERVAL_S`. Each update carries every segment so far, so one left out loses
+    none."""
     last: dict[str, Any] = {"stage": None, "at": 0.0, "segments": 0}
 
     def report(update: dict[str, Any]) -> None:
@@ -238,7 +240,7 @@ def _throttled(send: UpdateCallback) -> UpdateCallback:
         stage, percent, segments = update["stage"], update["percent"], len(update["segments"])
         if (
             stage != last["stage"]
-            or segments > last["segments"]
+            or (segments > last["segments"] and now - last["at"] >= _SEGMENTS_INTERVAL_S)
             or now - last["at"] >= _PROGRESS_INTERVAL_S
             or percent >= 100.0
         ):
@@ -262,8 +264,16 @@ async def handle_stream(job: Any) -> AsyncIterator[dict[str, Any]]:
     def enqueue(update: dict[str, Any]) -> None:  # called on the job's thread
         loop.call_soon_threadsafe(queue.put_nowait, update)
 
-    report = _throttled(enqueue)
+    streamed = _throttled(enqueue)
+    to_status = runpod_updates(job)  # /status too, for clients that poll it (the SDK does)
+
+    def report(update: dict[str, Any]) -> None:
+        streamed(update)
+        if to_status is not None:
+            to_status(update)
+
     work = asyncio.ensure_future(asyncio.to_thread(handle, job, report, stop))
+    waiter: asyncio.Future[dict[str, Any]] | None = None
     sent = 0
     try:
         # The job's thread queues each update before it returns, so once `work` is done the queue holds them all.
@@ -281,6 +291,8 @@ async def handle_stream(job: Any) -> AsyncIterator[dict[str, Any]]:
             sent = max(sent, len(update["segments"]))
         yield await work
     finally:
+        if waiter is not None and not waiter.done():
+            waiter.cancel()
         if not work.done():  # RunPod cancelled the job, or the stream's reader left
             stop.set("stopped by RunPod")
             with contextlib.suppress(JobStopped):
