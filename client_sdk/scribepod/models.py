@@ -54,6 +54,9 @@ class TranscriptionOptions(BaseModel):
     min_speakers: int | None = Field(default=None, ge=1, le=64)
     max_speakers: int | None = Field(default=None, ge=1, le=64)
     output_formats: list[OutputFormat] = Field(default_factory=list)
+    # Each speaker's voice as the diarizer's embedding model sees it (`Speaker.embedding`), so that transcripts of
+    # parts of one recording can be given one set of speaker labels (the SDK's shards).
+    return_embeddings: bool = False
 
     @field_validator("language")
     @classmethod
@@ -126,6 +129,8 @@ class Segment(_Response):
 class Speaker(_Response):
     id: str
     duration: float
+    embedding: list[float] | None = None
+    """With `return_embeddings`: the unit-length centroid of the speaker's voice embeddings (`embedding_model`'s)."""
 
 
 class Turn(_Response):
@@ -151,6 +156,9 @@ class JobInfo(_Response):
     """The price class of the GPU the job ran on (`unknown`: none matched); see `scribepod.usage`."""
     estimated_cost_usd: float | None = None
     """executionTime x the class's price per second; None where the job cannot be priced (CPU, unknown GPU)."""
+    shards: list[JobInfo] | None = None
+    """A recording transcribed in shards (`transcribe(..., shards=)`): one entry per shard's job. Then `id` is None
+    and `execution_time` and `estimated_cost_usd` are the shards' sums."""
 
 
 class Transcript(_Response):
@@ -167,6 +175,7 @@ class Transcript(_Response):
     device: str | None = None
     gpu: str | None = None  # the GPU model the job ran on; null on CPU
     diarizer: str | None = None
+    embedding_model: str | None = None  # the model behind `speakers[].embedding`; centroids of others do not compare
     timings: dict[str, float] = Field(default_factory=dict)
     formats: dict[str, str] = Field(default_factory=dict)
     job: JobInfo | None = None
