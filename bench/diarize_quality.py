@@ -65,7 +65,7 @@ def main() -> None:
         print(f"{'clip':<20} {'dur s':>6} {'DER':>7} {'DER c.5':>8} {'est':>4} {'true':>5} {'diar s':>7}")
         for name, audio, reference in clips:
             started = time.perf_counter()
-            turns = diarizer.diarize(audio, SpeakerCountHint())
+            turns = diarizer.diarize(audio, SpeakerCountHint()).turns
             elapsed = time.perf_counter() - started
             estimated = len({t.speaker for t in turns})
             true = len({speaker for _, _, speaker in reference})
@@ -76,7 +76,7 @@ def main() -> None:
 
         long_audio, long_reference = _long_recording(clips[1:], args.long_minutes * 60)
         started = time.perf_counter()
-        turns = diarizer.diarize(long_audio, SpeakerCountHint())
+        turns = diarizer.diarize(long_audio, SpeakerCountHint()).turns
         elapsed = time.perf_counter() - started
         print(
             f"{'long recording':<20} {long_audio.size / SAMPLE_RATE:>6.1f} {der(long_reference, turns, 0.0):>7.1%}"

@@ -77,7 +77,7 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 def _timed(diarizer: Diarizer, audio: np.ndarray) -> tuple[list[SpeakerTurn], float]:
     started = time.perf_counter()
-    turns = diarizer.diarize(audio, SpeakerCountHint())
+    turns = diarizer.diarize(audio, SpeakerCountHint()).turns
     return turns, time.perf_counter() - started
 
 

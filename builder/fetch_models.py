@@ -236,7 +236,7 @@ def run_builtin_diarizer(directory: Path) -> dict[str, Any]:
 
     try:
         diarizer = load_diarizer("builtin", WorkerSettings(diarizer="builtin", diarizer_weights=directory), "cpu")
-        turns = diarizer.diarize(sample_audio(), SpeakerCountHint())
+        turns = diarizer.diarize(sample_audio(), SpeakerCountHint()).turns
     except Exception as error:
         raise FetchError(
             f"the builtin diarizer does not run with {directory} ({type(error).__name__}: {error})"

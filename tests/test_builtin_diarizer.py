@@ -78,7 +78,7 @@ def conversations(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[n
 def test_counts_the_two_speakers_of_the_real_sample(diarizer: BuiltinDiarizer) -> None:
     audio = _load(SAMPLE_DIR / "sample.wav")
     progress: list[float] = []
-    turns = diarizer.diarize(audio, SpeakerCountHint(), progress.append)
+    turns = diarizer.diarize(audio, SpeakerCountHint(), progress.append).turns
     assert _speakers(turns) == 2
     _well_formed(turns, audio)
     assert progress[0] == 0.0 and progress[-1] == 1.0
@@ -99,7 +99,7 @@ def test_counts_clean_synthetic_voices(
     diarizer: BuiltinDiarizer, conversations: dict[str, tuple[np.ndarray, Reference]], name: str
 ) -> None:
     audio, reference = conversations[name]
-    turns = diarizer.diarize(audio, SpeakerCountHint())
+    turns = diarizer.diarize(audio, SpeakerCountHint()).turns
     assert _speakers(turns) == len({speaker for _, _, speaker in reference})
     _well_formed(turns, audio)
 
@@ -108,7 +108,7 @@ def test_held_out_meeting_clip_beats_one_label_by_far(diarizer: BuiltinDiarizer)
     audio = _load(realspeech(f"{HELD_OUT_CLIP}.wav"))
     reference = read_rttm(realspeech(f"{HELD_OUT_CLIP}.rttm"))
     uem = read_uem(realspeech(f"{HELD_OUT_CLIP}.uem"))
-    turns = diarizer.diarize(audio, SpeakerCountHint())
+    turns = diarizer.diarize(audio, SpeakerCountHint()).turns
     der = pooled_der([der_components(reference, _tuples(turns), uem)])
     one_label = pooled_der([der_components(reference, [(t.start, t.end, "one") for t in turns], uem)])
     # Same speech detection, one speaker: the margin is what speaker information buys (measured ~17 points).
@@ -118,7 +118,7 @@ def test_held_out_meeting_clip_beats_one_label_by_far(diarizer: BuiltinDiarizer)
 
 def test_overlapped_speech_gets_overlapping_turns(diarizer: BuiltinDiarizer) -> None:
     audio = _load(realspeech("ami_trn08.wav"))  # 61% of its speech is overlapped
-    turns = diarizer.diarize(audio, SpeakerCountHint())
+    turns = diarizer.diarize(audio, SpeakerCountHint()).turns
     overlapped = sum(
         max(0.0, min(a.end, b.end) - max(a.start, b.start))
         for a, b in itertools.combinations(turns, 2)
@@ -141,19 +141,19 @@ def test_speaker_count_hints_are_respected(
     diarizer: BuiltinDiarizer, hint: SpeakerCountHint, expected: set[int]
 ) -> None:
     audio = _load(SAMPLE_DIR / "sample.wav")
-    turns = diarizer.diarize(audio, hint)
+    turns = diarizer.diarize(audio, hint).turns
     assert _speakers(turns) in expected
     _well_formed(turns, audio)
 
 
 @pytest.mark.parametrize("seconds", [0.0, 0.02, 0.5, 12.0])
 def test_silence_and_tiny_inputs_give_no_turns(diarizer: BuiltinDiarizer, seconds: float) -> None:
-    assert diarizer.diarize(np.zeros(round(seconds * SAMPLE_RATE), dtype=np.float32), SpeakerCountHint()) == []
+    assert diarizer.diarize(np.zeros(round(seconds * SAMPLE_RATE), dtype=np.float32), SpeakerCountHint()).turns == []
 
 
 def test_short_speech_is_one_speaker_clipped_to_the_audio(diarizer: BuiltinDiarizer) -> None:
     audio = _load(SAMPLE_DIR / "sample.wav")[round(10.8 * SAMPLE_RATE) : round(12.8 * SAMPLE_RATE)]
-    turns = diarizer.diarize(audio, SpeakerCountHint())
+    turns = diarizer.diarize(audio, SpeakerCountHint()).turns
     assert _speakers(turns) == 1
     _well_formed(turns, audio)
     assert turns[-1].end > 1.5
@@ -163,7 +163,7 @@ def test_long_audio_progress_rises_and_turns_stay_inside(diarizer: BuiltinDiariz
     sample = _load(SAMPLE_DIR / "sample.wav")
     audio = np.concatenate([sample] * 4)[: -round(3.3 * SAMPLE_RATE)]  # an end that is not on the window grid
     progress: list[float] = []
-    turns = diarizer.diarize(audio, SpeakerCountHint(), progress.append)
+    turns = diarizer.diarize(audio, SpeakerCountHint(), progress.append).turns
     assert progress == sorted(progress) and len(progress) >= 3 and progress[-1] == 1.0
     assert _speakers(turns) == 2
     _well_formed(turns, audio)

@@ -302,6 +302,15 @@ def test_unexpected_failure_is_internal_and_the_next_job_runs(
     assert ok({"audio": str(sample_dir / "sample.wav"), "diarize": False}).text
 
 
+def test_output_has_no_embedding_keys_unless_asked(worker: Engine, sample_dir: Path) -> None:
+    """`return_embeddings` is opt-in: existing callers get the output they always got, key for key."""
+    plain = handler.handle({"id": "e", "input": {"audio": str(sample_dir / "sample.wav")}})
+    assert "embedding_model" not in plain and plain["speakers"]
+    assert all(set(speaker) == {"id", "duration"} for speaker in plain["speakers"])
+    asked = handler.handle({"id": "e", "input": {"audio": str(sample_dir / "sample.wav"), "return_embeddings": True}})
+    assert asked["embedding_model"] and all(len(speaker["embedding"]) == 192 for speaker in asked["speakers"])
+
+
 def test_progress_is_reported_by_stage(worker: Engine, sample_dir: Path) -> None:
     updates: list[dict[str, Any]] = []
     output = handler.handle({"id": "p", "input": {"audio": str(sample_dir / "sample.wav")}}, updates=updates.append)

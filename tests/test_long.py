@@ -67,7 +67,7 @@ def test_diarizer_work_grows_linearly_and_labels_hold_across_the_file(
     counts = []
     for size in (audio.size // 2, audio.size):
         embedded.clear()
-        turns = diarizer.diarize(audio[:size], SpeakerCountHint(), progress=reports.append)
+        turns = diarizer.diarize(audio[:size], SpeakerCountHint(), progress=reports.append).turns
         counts.append(sum(embedded))
     assert 1.8 <= counts[1] / counts[0] <= 2.2
     assert max(reports) <= 1.0 and len(reports) >= 10
@@ -110,7 +110,7 @@ def test_clustering_a_subset_still_finds_every_speaker(
         return natural_linkage(vectors, *args, **kwargs)  # type: ignore[arg-type]
 
     monkeypatch.setattr(builtin, "linkage", spy)
-    turns = diarizer.diarize(audio, SpeakerCountHint())
+    turns = diarizer.diarize(audio, SpeakerCountHint()).turns
     assert clustered == [40]
     hypothesis = [(t.start, t.end, t.speaker) for t in turns]
     assert len({speaker for _, _, speaker in hypothesis}) == 5

@@ -81,12 +81,14 @@ def test_diarize_sends_a_waveform_and_the_hints() -> None:
     diarizer._pipeline = pipeline
     diarizer._torch = torch
     audio = np.zeros(16_000, dtype=np.float32)
-    assert diarizer.diarize(audio, SpeakerCountHint(min_speakers=2, max_speakers=4)) == [SpeakerTurn(0.0, 1.0, "S1")]
+    assert diarizer.diarize(audio, SpeakerCountHint(min_speakers=2, max_speakers=4)).turns == [
+        SpeakerTurn(0.0, 1.0, "S1")
+    ]
     (call,) = calls
     assert call["file"]["sample_rate"] == 16_000 and tuple(call["file"]["waveform"].shape) == (1, 16_000)
     assert (call["min_speakers"], call["max_speakers"]) == (2, 4) and "num_speakers" not in call
     assert "hook" not in call  # no progress asked for, no hook
-    assert diarizer.diarize(np.zeros(0, dtype=np.float32), SpeakerCountHint()) == [] and len(calls) == 1
+    assert diarizer.diarize(np.zeros(0, dtype=np.float32), SpeakerCountHint()).turns == [] and len(calls) == 1
     seen: list[float] = []
     diarizer.diarize(audio, SpeakerCountHint(), seen.append)
     assert seen == [0.25, 1.0]  # the pipeline's steps, then done when it returns

@@ -72,6 +72,7 @@ def pyannote_engine(pipeline_dir: Path) -> Engine:
         patch.setenv("SCRIBEPOD_PYANNOTE_DIR", str(pipeline_dir))
         patch.setenv("SCRIBEPOD_MODEL", "tiny.en")
         patch.setenv("SCRIBEPOD_DEVICE", "cpu")
+        patch.setenv("SCRIBEPOD_ALLOW_LOCAL_FILES", "1")  # the job below names a local file
         patch.setenv("PYANNOTE_METRICS_ENABLED", "1")  # an operator's setting does not turn telemetry back on
         engine = Engine(WorkerSettings.from_env())
         engine.diarizer()  # loaded (and pyannote imported) while that setting is in the environment
@@ -133,14 +134,14 @@ def test_worker_job_with_the_pyannote_backend(pyannote_engine: Engine, sample_di
 def test_hints_reach_pyannote_and_turns_stay_inside_the_audio(pyannote_engine: Engine, sample_dir: Path) -> None:
     audio = decode_audio(sample_dir / "sample.wav", 3600.0)
     diarizer = pyannote_engine.diarizer()
-    three = diarizer.diarize(audio, SpeakerCountHint(num_speakers=3))
+    three = diarizer.diarize(audio, SpeakerCountHint(num_speakers=3)).turns
     assert len({t.speaker for t in three}) == 3
-    one = diarizer.diarize(audio, SpeakerCountHint(max_speakers=1))
+    one = diarizer.diarize(audio, SpeakerCountHint(max_speakers=1)).turns
     assert len({t.speaker for t in one}) == 1
     # the last 0.7 s of a 10.3 s cut is still speech: the pipeline pads its last window, the turns do not
     cut = audio[: int(10.3 * SAMPLE_RATE)]
     seen: list[float] = []
-    turns = diarizer.diarize(cut, SpeakerCountHint(), seen.append)
+    turns = diarizer.diarize(cut, SpeakerCountHint(), seen.append).turns
     assert turns and max(t.end for t in turns) <= cut.size / SAMPLE_RATE
     assert seen == sorted(seen) and seen[-1] == 1.0
 
@@ -148,7 +149,7 @@ def test_hints_reach_pyannote_and_turns_stay_inside_the_audio(pyannote_engine: E
 @pytest.mark.skipif(not REALSPEECH.is_dir(), reason=f"{REALSPEECH} is not beside the checkout")
 def test_meeting_clip_finds_more_than_one_speaker(pyannote_engine: Engine) -> None:
     audio = decode_audio(REALSPEECH / "ami_dev00.wav", 3600.0)
-    turns = pyannote_engine.diarizer().diarize(audio, SpeakerCountHint())
+    turns = pyannote_engine.diarizer().diarize(audio, SpeakerCountHint()).turns
     assert len({t.speaker for t in turns}) >= 2  # two people talk in this excerpt (its RTTM)
     assert sum(t.end - t.start for t in turns) > 10.0
 

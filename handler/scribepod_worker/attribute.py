@@ -7,8 +7,10 @@ a two-hour file with tens of thousands of words and turns costs milliseconds, no
 from __future__ import annotations
 
 import bisect
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+import numpy as np
 
 from scribepod.models import Segment, Speaker, Turn, Word
 from scribepod_worker.diarize.base import SpeakerTurn
@@ -22,16 +24,23 @@ class Attribution:
     turns: list[Turn]
 
 
-def relabel(turns: Sequence[SpeakerTurn]) -> list[Turn]:
-    """Sort turns and rename the backend's labels to SPEAKER_00, SPEAKER_01, ... by first appearance."""
+def speaker_names(turns: Sequence[SpeakerTurn]) -> dict[str, str]:
+    """The backend's labels -> SPEAKER_00, SPEAKER_01, ... by first appearance (turns of no length do not count)."""
     names: dict[str, str] = {}
-    renamed = []
     for turn in sorted(turns, key=lambda t: (t.start, t.end)):
-        if turn.end <= turn.start:
-            continue
-        name = names.setdefault(turn.speaker, f"SPEAKER_{len(names):02d}")
-        renamed.append(Turn(start=round(turn.start, 3), end=round(turn.end, 3), speaker=name))
-    return renamed
+        if turn.end > turn.start:
+            names.setdefault(turn.speaker, f"SPEAKER_{len(names):02d}")
+    return names
+
+
+def relabel(turns: Sequence[SpeakerTurn]) -> list[Turn]:
+    """Sort turns and rename the backend's labels as `speaker_names` does; turns of no length go."""
+    names = speaker_names(turns)
+    return [
+        Turn(start=round(turn.start, 3), end=round(turn.end, 3), speaker=names[turn.speaker])
+        for turn in sorted(turns, key=lambda t: (t.start, t.end))
+        if turn.end > turn.start
+    ]
 
 
 class _TurnIndex:
@@ -98,8 +107,14 @@ def _segment(
     )
 
 
-def attribute_speakers(segments: Sequence[AsrSegment], turns: Sequence[SpeakerTurn] | None) -> Attribution:
-    """Label words and segments with speakers; `turns=None` means diarization was off (speakers stay null)."""
+def attribute_speakers(
+    segments: Sequence[AsrSegment],
+    turns: Sequence[SpeakerTurn] | None,
+    centroids: Mapping[str, np.ndarray] | None = None,
+) -> Attribution:
+    """Label words and segments with speakers; `turns=None` means diarization was off (speakers stay null).
+
+    `centroids` (backend label -> unit-length voice centroid), when given, become the speakers' `embedding`s."""
     labelled = relabel(turns) if turns is not None else []
     index = _TurnIndex(labelled)
     out: list[Segment] = []
@@ -121,7 +136,11 @@ def attribute_speakers(segments: Sequence[AsrSegment], turns: Sequence[SpeakerTu
             run.append(_word(asr_word, speaker))
         out.append(_close_run(source, run))
     ordered = _without_overlaps(sorted(out, key=lambda s: s.start))
-    return Attribution(segments=ordered, speakers=_speaker_totals(labelled), turns=labelled)
+    embeddings = {}
+    if turns is not None and centroids is not None:
+        names = speaker_names(turns)
+        embeddings = {names[label]: centroid for label, centroid in centroids.items() if label in names}
+    return Attribution(segments=ordered, speakers=_speaker_totals(labelled, embeddings), turns=labelled)
 
 
 def provisional_segments(segments: Sequence[AsrSegment], first_id: int, previous_end: float) -> list[Segment]:
@@ -159,12 +178,20 @@ def _without_overlaps(segments: list[Segment]) -> list[Segment]:
     return segments
 
 
-def _speaker_totals(turns: Sequence[Turn]) -> list[Speaker]:
-    """Speaking time per speaker, counting a speaker's own overlapping turns once."""
+def _speaker_totals(turns: Sequence[Turn], embeddings: Mapping[str, np.ndarray]) -> list[Speaker]:
+    """Speaking time per speaker, counting a speaker's own overlapping turns once, and its embedding if it has one
+    (6 decimals: the JSON stays short, and cosines move by less than 1e-5)."""
     totals: dict[str, float] = {}
     reach: dict[str, float] = {}
     for turn in turns:  # sorted by start
         covered_until = reach.get(turn.speaker, 0.0)
         totals[turn.speaker] = totals.get(turn.speaker, 0.0) + max(0.0, turn.end - max(turn.start, covered_until))
         reach[turn.speaker] = max(covered_until, turn.end)
-    return [Speaker(id=speaker, duration=round(seconds, 3)) for speaker, seconds in totals.items()]
+    return [
+        Speaker(
+            id=speaker,
+            duration=round(seconds, 3),
+            embedding=[round(float(value), 6) for value in embeddings[speaker]] if speaker in embeddings else None,
+        )
+        for speaker, seconds in totals.items()
+    ]

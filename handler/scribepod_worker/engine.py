@@ -22,7 +22,7 @@ from scribepod_worker import transcribe as asr
 from scribepod_worker.attribute import attribute_speakers, provisional_segments
 from scribepod_worker.config import WorkerSettings
 from scribepod_worker.decode import SAMPLE_RATE, decode_audio
-from scribepod_worker.diarize import Diarizer, SpeakerCountHint, SpeakerTurn, default_diarizer_name, load_diarizer
+from scribepod_worker.diarize import Diarization, Diarizer, SpeakerCountHint, default_diarizer_name, load_diarizer
 from scribepod_worker.sources import materialize
 from scribepod_worker.stop import StopSignal
 
@@ -199,9 +199,9 @@ class Engine:
             )
             result = _supervise(asr_work, stop, report_transcribe)
             live.flush()
-            turns: list[SpeakerTurn] | None = None
+            diarization: Diarization | None = None
             if pending is not None:
-                turns = _supervise(
+                diarization = _supervise(
                     pending, stop, lambda: _report(progress, "diarize", high + (_RENDER_AT - high) * diarized.fraction)
                 )
         finally:
@@ -210,9 +210,14 @@ class Engine:
             pool.shutdown(wait=stop is None or not stop.is_set, cancel_futures=True)
 
         _report(progress, "render", _RENDER_AT)
-        if not result.segments and turns is not None:
-            turns = []  # no speech: the contract promises empty turns, not diarized noise
-        attributed = attribute_speakers(result.segments, turns)
+        if not result.segments and diarization is not None:
+            diarization = Diarization([])  # no speech: the contract promises empty turns, not diarized noise
+        attributed = attribute_speakers(
+            result.segments,
+            diarization.turns if diarization is not None else None,
+            diarization.centroids if diarization is not None and options.return_embeddings else None,
+        )
+        embedded = any(speaker.embedding is not None for speaker in attributed.speakers)
         transcript = Transcript(
             text=" ".join(segment.text for segment in attributed.segments if segment.text).strip(),
             language=result.language,
@@ -225,6 +230,7 @@ class Engine:
             device=self.device,
             gpu=self.gpu,
             diarizer=diarizer.name if diarizer is not None else None,
+            embedding_model=diarizer.embedding_model if diarizer is not None and embedded else None,
             timings=timings,
         )
         transcript.formats = {fmt: transcript.render(fmt) for fmt in options.output_formats}
@@ -315,11 +321,11 @@ def _diarize(
     hint: SpeakerCountHint,
     timings: dict[str, float],
     diarized: _StageProgress,
-) -> list[SpeakerTurn]:
+) -> Diarization:
     started = time.perf_counter()
-    turns = diarizer.diarize(audio, hint, progress=diarized.update)
+    diarization = diarizer.diarize(audio, hint, progress=diarized.update)
     timings["diarize"] = round(time.perf_counter() - started, 3)
-    return turns
+    return diarization
 
 
 def _report(progress: ProgressCallback | None, stage: str, percent: float) -> None:

@@ -185,7 +185,14 @@ def parse_input(job_input: Any) -> tuple[TranscriptionRequest, compat.OfficialRe
 
 
 def _output(transcript: Transcript) -> dict[str, Any]:
-    return transcript.model_dump(mode="json", exclude={"job"})
+    """The contract's JSON; without embeddings (not asked for) their keys are left out, as before
+    `return_embeddings` existed, so the output of existing callers does not change."""
+    output = transcript.model_dump(mode="json", exclude={"job"})
+    if transcript.embedding_model is None:  # the engine sets it whenever a speaker has an embedding
+        del output["embedding_model"]
+        for speaker in output["speakers"]:
+            del speaker["embedding"]
+    return output
 
 
 def _translated(
@@ -198,7 +205,13 @@ def _translated(
     """The official worker's `translate: true`: a second pass with task=translate beside the transcription (its
     `translation` key), without speakers or word timings, which it does not give."""
     translating = request.model_copy(
-        update={"task": "translate", "diarize": False, "word_timestamps": False, "output_formats": []}
+        update={
+            "task": "translate",
+            "diarize": False,
+            "return_embeddings": False,
+            "word_timestamps": False,
+            "output_formats": [],
+        }
     )
     try:
         return engine.run(translating, s3_config=s3_config, progress=progress, stop=stop)

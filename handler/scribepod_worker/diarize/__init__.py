@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from scribepod_worker.config import WorkerSettings
-from scribepod_worker.diarize.base import Diarizer, SpeakerCountHint, SpeakerTurn
+from scribepod_worker.diarize.base import Diarization, Diarizer, SpeakerCountHint, SpeakerTurn
 
-__all__ = ["Diarizer", "SpeakerCountHint", "SpeakerTurn", "default_diarizer_name", "load_diarizer"]
+__all__ = ["Diarization", "Diarizer", "SpeakerCountHint", "SpeakerTurn", "default_diarizer_name", "load_diarizer"]
 
 
 def default_diarizer_name(settings: WorkerSettings) -> str:

@@ -1,9 +1,9 @@
-"""The diarizer interface shared by every backend: audio in, speaker turns out."""
+"""The diarizer interface shared by every backend: audio in, speaker turns (and each speaker's voice) out."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -32,15 +32,31 @@ class SpeakerCountHint:
     max_speakers: int | None = None
 
 
+@dataclass(frozen=True)
+class Diarization:
+    """A diarizer's result for one recording.
+
+    `centroids` maps a turn label to the unit-length mean of that speaker's voice embeddings, in the space of the
+    diarizer's `embedding_model`; a speaker may have none (empty for backends that do not expose them). They travel
+    with the turns, not on the diarizer, because one diarizer serves several jobs at once."""
+
+    turns: list[SpeakerTurn]
+    centroids: dict[str, np.ndarray] = field(default_factory=dict)
+
+
 class Diarizer(Protocol):
     """Who spoke when. Implementations load their models once and are reused across jobs."""
 
     name: str
+    embedding_model: str
+    """Names the speaker-embedding model (down to its weights) behind `Diarization.centroids`: centroids compare
+    only with centroids of the same `embedding_model`."""
 
     def diarize(
         self, audio: np.ndarray, hint: SpeakerCountHint, progress: Callable[[float], None] | None = None
-    ) -> list[SpeakerTurn]:
-        """Return turns in time order for 16 kHz mono float32 `audio`; overlapping turns are allowed.
+    ) -> Diarization:
+        """Return turns in time order for 16 kHz mono float32 `audio` (overlapping turns are allowed), with the
+        speakers' centroids.
 
         `progress`, when given, receives the fraction done (0..1) now and then, from the diarizer's own thread."""
         ...

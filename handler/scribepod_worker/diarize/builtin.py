@@ -25,7 +25,7 @@ import torch
 from scipy.cluster.hierarchy import fcluster, linkage
 from scipy.optimize import linear_sum_assignment
 
-from scribepod_worker.diarize.base import SAMPLE_RATE, SpeakerCountHint, SpeakerTurn
+from scribepod_worker.diarize.base import SAMPLE_RATE, Diarization, SpeakerCountHint, SpeakerTurn
 from scribepod_worker.diarize.campp import FRAME_LENGTH, FRAME_SHIFT, CamPlusPlus, load_campplus
 from scribepod_worker.diarize.segmentation import (
     CHUNK_SAMPLES,
@@ -37,7 +37,7 @@ from scribepod_worker.diarize.segmentation import (
     num_frames,
     powerset_to_multilabel,
 )
-from scribepod_worker.diarize.weights import campplus_checkpoint, require_weights, segmentation_checkpoint
+from scribepod_worker.diarize.weights import FILES, campplus_checkpoint, require_weights, segmentation_checkpoint
 
 CHUNK_FRAMES = num_frames(CHUNK_SAMPLES)
 # Segmentation frame under each 10 ms fbank frame of a window (by their centres).
@@ -94,8 +94,15 @@ class _Window:
     embeddings: dict[int, tuple[np.ndarray, float]]
 
 
+def campplus_model_name() -> str:
+    """The CAM++ checkpoint's name and pinned sha256 (the weights directory is verified against it at load)."""
+    checkpoint = campplus_checkpoint(Path())
+    return f"{checkpoint.stem}@sha256:{FILES[checkpoint.as_posix()][1][:16]}"
+
+
 class BuiltinDiarizer:
     name = "builtin"
+    embedding_model = campplus_model_name()
 
     def __init__(self, weights: Path, device: str = "cpu", options: BuiltinOptions | None = None) -> None:
         require_weights(weights)
@@ -107,13 +114,13 @@ class BuiltinDiarizer:
 
     def diarize(
         self, audio: np.ndarray, hint: SpeakerCountHint, progress: Callable[[float], None] | None = None
-    ) -> list[SpeakerTurn]:
+    ) -> Diarization:
         report = progress or (lambda fraction: None)
         report(0.0)
         audio = np.asarray(audio, dtype=np.float32).reshape(-1)
         if audio.size == 0:
             report(1.0)
-            return []
+            return Diarization([])
         previous_threads = torch.get_num_threads()
         if self.device == "cpu":
             torch.set_num_threads(self.options.threads)
@@ -129,9 +136,9 @@ class BuiltinDiarizer:
                 report(done)
         finally:
             torch.set_num_threads(previous_threads)
-        turns = self._assemble(windows, audio.size, hint, functools.partial(report, done))
+        diarization = self._assemble(windows, audio.size, hint, functools.partial(report, done))
         report(1.0)
-        return turns
+        return diarization
 
     def _step(self, samples: int) -> int:
         """The window hop in samples for a recording of `samples`."""
@@ -206,12 +213,12 @@ class BuiltinDiarizer:
 
     def _assemble(
         self, windows: list[_Window], samples: int, hint: SpeakerCountHint, tick: Callable[[], None]
-    ) -> list[SpeakerTurn]:
+    ) -> Diarization:
         """Cluster the windows' speakers and rebuild the turns, calling `tick` between the steps."""
         tick()
         keys = [(w, s) for w, window in enumerate(windows) for s in window.embeddings]
         if not keys:
-            return []
+            return Diarization([])
         vectors = np.stack([windows[w].embeddings[s][0] for w, s in keys]).astype(np.float64)
         vectors /= np.maximum(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-8)
         seconds = np.array([windows[w].embeddings[s][1] for w, s in keys])
@@ -225,7 +232,10 @@ class BuiltinDiarizer:
         for rows in rows_of.values():
             for row, cluster in _assign(similarity[rows]).items():
                 assignment[keys[rows[row]]] = cluster
-        return _reconstruct(windows, assignment, len(centroids), samples)
+        turns = _reconstruct(windows, assignment, len(centroids), samples)
+        speaking = {turn.speaker for turn in turns}
+        by_label = {_label(cluster): centroid.astype(np.float32) for cluster, centroid in enumerate(centroids)}
+        return Diarization(turns, {label: centroid for label, centroid in by_label.items() if label in speaking})
 
     def _cluster(self, vectors: np.ndarray, seconds: np.ndarray, hint: SpeakerCountHint) -> np.ndarray:
         """Unit-length centroids of the speakers found (or asked for), from the embeddings long enough to vote."""
@@ -330,11 +340,15 @@ def _reconstruct(
     active = (ranks < speakers_now[:, None]) & (activation > 0)
     duration = samples / SAMPLE_RATE
     turns = [
-        SpeakerTurn(start, end, f"SPEAKER_{speaker:02d}")
+        SpeakerTurn(start, end, _label(speaker))
         for speaker in range(speakers)
         for start, end in _runs(active[:, speaker], duration)
     ]
     return sorted(turns, key=lambda turn: (turn.start, turn.end, turn.speaker))
+
+
+def _label(cluster: int) -> str:
+    return f"SPEAKER_{cluster:02d}"
 
 
 def _runs(active: np.ndarray, duration: float) -> Iterator[tuple[float, float]]:

@@ -13,6 +13,7 @@ turns that off before the first import, whatever the environment says.
 from __future__ import annotations
 
 import functools
+import hashlib
 import os
 import shutil
 import sys
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from scribepod_worker.diarize.base import SAMPLE_RATE, SpeakerCountHint, SpeakerTurn
+from scribepod_worker.diarize.base import SAMPLE_RATE, Diarization, SpeakerCountHint, SpeakerTurn
 from scribepod_worker.errors import WorkerError
 
 # The pipeline's steps that report batches done, in the order they run, and the share of the whole each ends at
@@ -112,6 +113,45 @@ def turns_from_output(output: Any, duration: float) -> list[SpeakerTurn]:
         if end > start:
             turns.append(SpeakerTurn(start=start, end=end, speaker=str(label)))
     return sorted(turns, key=lambda t: (t.start, t.end))
+
+
+def centroids_from_output(output: Any) -> dict[str, np.ndarray]:
+    """Each speaker's unit-length centroid from pyannote 4's `speaker_embeddings` (rows in the order of
+    `speaker_diarization.labels()`); none from pyannote 3.x, which returns a bare Annotation. pyannote pads the
+    rows with zeros for speakers its clustering did not produce: those get no centroid."""
+    embeddings = getattr(output, "speaker_embeddings", None)
+    diarization = getattr(output, "speaker_diarization", None)
+    if embeddings is None or diarization is None:
+        return {}
+    centroids = {}
+    for label, row in zip(diarization.labels(), np.asarray(embeddings, dtype=np.float64), strict=False):
+        norm = float(np.linalg.norm(row))
+        if np.isfinite(norm) and norm > 1e-8:
+            centroids[str(label)] = (row / norm).astype(np.float32)
+    return centroids
+
+
+def embedding_model_name(config: Path) -> str:
+    """What names the pipeline's speaker-embedding model: the sha256 of its checkpoint where the config points at a
+    local one (community-1's `$model/embedding`, the offline pipeline's), the Hub id where it names one, else the
+    pipeline directory's name. Never a filesystem path: it goes into job outputs."""
+    import yaml
+
+    pipeline = (yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("pipeline") or {}
+    reference = (pipeline.get("params") or {}).get("embedding")
+    if isinstance(reference, str):
+        local = Path(reference.replace("$model", str(config.parent), 1))
+        local = local if local.is_absolute() else config.parent / local
+        checkpoint = local / "pytorch_model.bin" if local.is_dir() else local
+        if checkpoint.is_file():
+            digest = hashlib.sha256()
+            with checkpoint.open("rb") as handle:
+                for block in iter(lambda: handle.read(1 << 20), b""):
+                    digest.update(block)
+            return f"pyannote-embedding@sha256:{digest.hexdigest()[:16]}"
+        if not reference.startswith(("$", ".", "/")) and reference.count("/") == 1:
+            return reference
+    return f"pyannote:{config.parent.name}"
 
 
 def _import_pyannote() -> Any:
@@ -269,18 +309,19 @@ class PyannoteDiarizer:
             limit_batches(pipeline, CPU_BATCH)
         self._pipeline = pipeline
         self._torch = torch
+        self.embedding_model = embedding_model_name(config)
 
     def diarize(
         self, audio: np.ndarray, hint: SpeakerCountHint, progress: Callable[[float], None] | None = None
-    ) -> list[SpeakerTurn]:
+    ) -> Diarization:
         if audio.size == 0:
-            return []
+            return Diarization([])
         waveform = self._torch.from_numpy(np.ascontiguousarray(audio, dtype=np.float32)).unsqueeze(0)
         extra: dict[str, Any] = {} if progress is None else {"hook": progress_hook(progress)}
         output = self._pipeline({"waveform": waveform, "sample_rate": SAMPLE_RATE}, **hint_arguments(hint), **extra)
         if progress is not None:
             progress(1.0)
-        return turns_from_output(output, audio.size / SAMPLE_RATE)
+        return Diarization(turns_from_output(output, audio.size / SAMPLE_RATE), centroids_from_output(output))
 
 
 def main(argv: list[str]) -> int:
