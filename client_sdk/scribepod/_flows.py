@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -99,6 +99,7 @@ def run_and_wait(
     *,
     sync: bool,
     live: bool = False,
+    on_submitted: Callable[[str], None] | None = None,
 ) -> Flow:
     """Submit and wait. With `sync` the job goes through /runsync, which answers the moment the job completes (one
     request, no polling delay); if the sync wait ends first, polling takes over. Otherwise through /run, which
@@ -121,6 +122,8 @@ def run_and_wait(
         state = parse_job(answer)
     else:
         state = yield from submit(body)
+    if on_submitted is not None and not state.final:
+        on_submitted(state.id)  # from here on the job can be cancelled by id
     transcript: Transcript = yield from wait(state, deadline, on_progress, provider, live=live)
     return transcript
 

@@ -101,7 +101,12 @@ def transcribe(client: Client, args: argparse.Namespace) -> int:
         progress.say(name, "preparing")  # not yet sent: a missing file fails here, before any request
         try:
             transcript = client.transcribe(
-                source, timeout=args.timeout, on_progress=report, on_segment=show if args.live else None, **options
+                source,
+                timeout=args.timeout,
+                on_progress=report,
+                on_segment=show if args.live else None,
+                shards=args.shards,
+                **options,
             )
         except ScribepodError as error:
             outcomes[index] = error
@@ -147,6 +152,14 @@ def transcribe(client: Client, args: argparse.Namespace) -> int:
     return code
 
 
+def _shards(text: str) -> int | str:
+    if text == "auto":
+        return text
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError("give a number of shards (1 or more) or 'auto'")
+    return int(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="scribepod", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -175,6 +188,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--no-diarize", action="store_true")
     run.add_argument("--quiet", action="store_true", help="no progress lines on stderr")
     run.add_argument(
+        "--shards",
+        type=_shards,
+        default=None,
+        metavar="N|auto",
+        help="cut a long recording at pauses into N jobs run side by side, merged (needs ffmpeg; README, Shards)",
+    )
+    run.add_argument(
         "--live",
         action="store_true",
         help="print each segment as it is decoded (provisional, without speakers), then the final transcript in "
@@ -191,6 +211,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.command == "transcribe" and args.concurrency < 1:
         print("scribepod: --concurrency must be at least 1", file=sys.stderr)
+        return EXIT_USAGE
+    if args.command == "transcribe" and args.shards not in (None, 1) and args.live:
+        print("scribepod: --live does not combine with --shards", file=sys.stderr)
         return EXIT_USAGE
     endpoint_given = args.endpoint or args.base_url or os.environ.get("SCRIBEPOD_ENDPOINT_ID")
     if not (endpoint_given or os.environ.get("SCRIBEPOD_BASE_URL") or args.fallback == "local_only"):

@@ -11,9 +11,11 @@ import json
 import logging
 import math
 import os
+import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from pathlib import Path
 from typing import Any, Literal
 
 import httpx
@@ -35,10 +37,11 @@ from scribepod._core import (
     retry_arguments,
 )
 from scribepod._local import LocalEngine
-from scribepod._sources import PreparedAudio, S3Settings, Source, delete_upload, describe, prepare
+from scribepod._sources import PreparedAudio, S3Settings, Source, delete_upload, describe, is_remote, prepare
 from scribepod.errors import EndpointUnavailable, InvalidInput, ScribepodError
 from scribepod.models import Provider, Segment, Transcript, TranscriptionOptions
 from scribepod.redaction import redact, register_secret
+from scribepod.shards import CombinedProgress, ShardAudio, SpeakerHint, cut_recording, ffmpeg, merge
 from scribepod.usage import PriceTable, Tier, Usage, tier_from_env
 
 log = logging.getLogger("scribepod")
@@ -169,6 +172,7 @@ class _ClientBase:
         *,
         batch: bool,
         live: bool = False,
+        on_submitted: Callable[[str], None] | None = None,
     ) -> _flows.Flow:
         """One job, through /runsync for a single call that follows nothing (no progress, no live segments), else
         through /run and polling.
@@ -185,6 +189,7 @@ class _ClientBase:
             self.provider,
             sync=sync,
             live=live,
+            on_submitted=on_submitted,
         )
 
     @staticmethod
@@ -205,6 +210,36 @@ class _ClientBase:
         assert self._local is not None
         log.warning("endpoint failed for %s (%s); transcribing locally", describe(source), error)
         return self._local.transcribe(source, options, None)
+
+    def _shard_plan(
+        self, source: Source, shards: int | str, options: dict[str, Any], workers: int, folder: Path
+    ) -> tuple[list[ShardAudio], dict[str, Any], SpeakerHint] | None:
+        """The shards and each shard's options, or None where the input goes as one job: too short, one worker,
+        no ffmpeg, a URL (shards need the audio here), or no pause to cut at (README, "Shards")."""
+        if isinstance(source, str) and is_remote(source):
+            log.info("%s is a URL: sent as one job (shards need the audio on this machine)", describe(source))
+            return None
+        if ffmpeg() is None:
+            log.warning("no ffmpeg on this machine: %s is sent as one job, not in shards", describe(source))
+            return None
+        pieces = cut_recording(source, shards, workers, folder)
+        if pieces is None:
+            return None
+        asked = self._options(options)
+        hint = SpeakerHint(asked.get("num_speakers"), asked.get("min_speakers"), asked.get("max_speakers"))
+        # A shard may hold fewer voices than the recording: it gets only the upper bound; the count is the merge's.
+        per_shard = {key: value for key, value in options.items() if key not in ("num_speakers", "min_speakers")}
+        if hint.num_speakers or hint.max_speakers:
+            per_shard["max_speakers"] = hint.num_speakers or hint.max_speakers
+        clean = self._options({**per_shard, "return_embeddings": True, "output_formats": []})
+        log.info("%s: %d shards, cut at %s s", describe(source), len(pieces), [round(p.start, 1) for p in pieces[1:]])
+        return pieces, clean, hint
+
+    @staticmethod
+    def _workers(health: dict[str, Any]) -> int:
+        """Workers the endpoint reports able to take a job now or soon (idle, ready, running, initializing)."""
+        counts = health.get("workers", {})
+        return sum(int(counts.get(key, 0) or 0) for key in ("idle", "ready", "running", "initializing"))
 
 
 class Client(_ClientBase):
@@ -271,13 +306,72 @@ class Client(_ClientBase):
         timeout: float | None = None,
         on_progress: ProgressCallback | None = None,
         on_segment: SegmentCallback | None = None,
+        shards: int | Literal["auto"] | None = None,
         **options: Any,
     ) -> Transcript:
         """Transcribe one input and wait for the result (options: the contract's request fields).
 
         `on_progress` hears the job's stage and percent; `on_segment` each segment as it is decoded (provisional:
-        no speaker yet), then the rest of the final transcript's (README, "Live transcripts")."""
+        no speaker yet), then the rest of the final transcript's (README, "Live transcripts"). `shards` cuts a long
+        recording at pauses into that many jobs ("auto": by its length and the endpoint's workers), run side by side
+        and merged into one transcript (README, "Shards")."""
+        if shards is not None and shards != 1:
+            if on_segment is not None:
+                raise ValueError("on_segment does not combine with shards: each shard is its own job")
+            return self._transcribe_sharded(source, shards, timeout, on_progress, options)
         return self._transcribe(source, timeout, on_progress, options, batch=False, on_segment=on_segment)
+
+    def _transcribe_sharded(
+        self,
+        source: Source,
+        shards: int | str,
+        timeout: float | None,
+        on_progress: ProgressCallback | None,
+        options: dict[str, Any],
+    ) -> Transcript:
+        """The shards as jobs side by side (one thread each); the first failure, a timeout or Ctrl-C cancels them
+        all, on the endpoint too."""
+        self._options(options)  # a typo fails here, before ffmpeg runs
+        workers = 1 if self.fallback == "local_only" or shards != "auto" else self._workers(self.health())
+        with tempfile.TemporaryDirectory(prefix="scribepod-shards-") as folder:
+            plan = self._shard_plan(source, shards, options, workers, Path(folder))
+            if plan is None:
+                return self._transcribe(source, timeout, on_progress, options, batch=False)
+            pieces, clean, hint = plan
+            progress = CombinedProgress(pieces, on_progress)
+            submitted: list[str] = []
+            with ThreadPoolExecutor(max_workers=len(pieces), thread_name_prefix="shard") as pool:
+                futures = [
+                    pool.submit(
+                        self._transcribe,
+                        piece.wav,
+                        timeout,
+                        progress.shard(index),
+                        clean,
+                        batch=True,
+                        on_submitted=submitted.append,
+                    )
+                    for index, piece in enumerate(pieces)
+                ]
+                try:
+                    pending = set(futures)
+                    while pending:
+                        finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
+                        for future in finished:
+                            future.result()  # raises the shard's error
+                            progress.done(futures.index(future))
+                except BaseException:
+                    self._cancel_all(submitted)
+                    raise
+            results = [future.result() for future in futures]
+        return merge(list(zip(pieces, results, strict=True)), hint, options.get("output_formats") or ())
+
+    def _cancel_all(self, job_ids: list[str]) -> None:
+        for job_id in list(job_ids):
+            try:
+                self._drive(_flows.cancel(job_id))
+            except ScribepodError as error:
+                log.warning("could not cancel shard job %s: %s", job_id, error)
 
     def _transcribe(
         self,
@@ -288,6 +382,7 @@ class Client(_ClientBase):
         *,
         batch: bool,
         on_segment: SegmentCallback | None = None,
+        on_submitted: Callable[[str], None] | None = None,
     ) -> Transcript:
         clean = self._options(options)
         if self.fallback == "local_only":
@@ -297,10 +392,16 @@ class Client(_ClientBase):
         try:
             prepared = self._prepare(source, clean, self._payload_limit(follows))
             try:
-                transcript: Transcript = self._drive(
-                    self._run_and_wait(prepared, clean, timeout, on_progress, batch=batch, live=on_segment is not None),
-                    on_segment,
+                flow = self._run_and_wait(
+                    prepared,
+                    clean,
+                    timeout,
+                    on_progress,
+                    batch=batch,
+                    live=on_segment is not None,
+                    on_submitted=on_submitted,
                 )
+                transcript: Transcript = self._drive(flow, on_segment)
             finally:
                 self._cleanup(prepared)
         except ScribepodError as error:
@@ -473,9 +574,58 @@ class AsyncClient(_ClientBase):
         timeout: float | None = None,
         on_progress: ProgressCallback | None = None,
         on_segment: SegmentCallback | None = None,
+        shards: int | Literal["auto"] | None = None,
         **options: Any,
     ) -> Transcript:
+        if shards is not None and shards != 1:
+            if on_segment is not None:
+                raise ValueError("on_segment does not combine with shards: each shard is its own job")
+            return await self._transcribe_sharded(source, shards, timeout, on_progress, options)
         return await self._transcribe(source, timeout, on_progress, options, batch=False, on_segment=on_segment)
+
+    async def _transcribe_sharded(
+        self,
+        source: Source,
+        shards: int | str,
+        timeout: float | None,
+        on_progress: ProgressCallback | None,
+        options: dict[str, Any],
+    ) -> Transcript:
+        """As `Client`'s: the first failure, a timeout or cancelling the task cancels every shard's job."""
+        self._options(options)
+        workers = 1 if self.fallback == "local_only" or shards != "auto" else self._workers(await self.health())
+        with tempfile.TemporaryDirectory(prefix="scribepod-shards-") as folder:
+            plan = await asyncio.to_thread(self._shard_plan, source, shards, options, workers, Path(folder))
+            if plan is None:
+                return await self._transcribe(source, timeout, on_progress, options, batch=False)
+            pieces, clean, hint = plan
+            progress = CombinedProgress(pieces, on_progress)
+            submitted: list[str] = []
+
+            async def one(index: int, piece: ShardAudio) -> Transcript:
+                transcript = await self._transcribe(
+                    piece.wav, timeout, progress.shard(index), clean, batch=True, on_submitted=submitted.append
+                )
+                progress.done(index)
+                return transcript
+
+            tasks = [asyncio.ensure_future(one(index, piece)) for index, piece in enumerate(pieces)]
+            try:
+                results = await asyncio.gather(*tasks)
+            except BaseException:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                await self._cancel_all(submitted)
+                raise
+        return merge(list(zip(pieces, results, strict=True)), hint, options.get("output_formats") or ())
+
+    async def _cancel_all(self, job_ids: list[str]) -> None:
+        for job_id in list(job_ids):
+            try:
+                await self._drive(_flows.cancel(job_id))
+            except ScribepodError as error:
+                log.warning("could not cancel shard job %s: %s", job_id, error)
 
     async def _transcribe(
         self,
@@ -486,6 +636,7 @@ class AsyncClient(_ClientBase):
         *,
         batch: bool,
         on_segment: SegmentCallback | None = None,
+        on_submitted: Callable[[str], None] | None = None,
     ) -> Transcript:
         clean = self._options(options)
         if self.fallback == "local_only":
@@ -496,10 +647,16 @@ class AsyncClient(_ClientBase):
         try:
             prepared = await asyncio.to_thread(self._prepare, source, clean, self._payload_limit(follows))
             try:
-                transcript: Transcript = await self._drive(
-                    self._run_and_wait(prepared, clean, timeout, on_progress, batch=batch, live=on_segment is not None),
-                    on_segment,
+                flow = self._run_and_wait(
+                    prepared,
+                    clean,
+                    timeout,
+                    on_progress,
+                    batch=batch,
+                    live=on_segment is not None,
+                    on_submitted=on_submitted,
                 )
+                transcript: Transcript = await self._drive(flow, on_segment)
             finally:
                 await asyncio.to_thread(self._cleanup, prepared)
         except ScribepodError as error:

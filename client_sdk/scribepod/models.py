@@ -81,6 +81,8 @@ class TranscriptionOptions(BaseModel):
                 raise ValueError("num_speakers: must not be less than min_speakers")
             if self.max_speakers is not None and self.num_speakers > self.max_speakers:
                 raise ValueError("num_speakers: must not be greater than max_speakers")
+        if self.return_embeddings and not self.diarize:
+            raise ValueError("return_embeddings: needs diarize (the embeddings are the diarizer's)")
         if len(set(self.output_formats)) != len(self.output_formats):
             raise ValueError("output_formats: must not repeat a format")
         return self
@@ -156,6 +158,8 @@ class JobInfo(_Response):
     """The price class of the GPU the job ran on (`unknown`: none matched); see `scribepod.usage`."""
     estimated_cost_usd: float | None = None
     """executionTime x the class's price per second; None where the job cannot be priced (CPU, unknown GPU)."""
+    offset: float | None = None
+    """A shard's start in the whole recording, in seconds (see `shards`)."""
     shards: list[JobInfo] | None = None
     """A recording transcribed in shards (`transcribe(..., shards=)`): one entry per shard's job. Then `id` is None
     and `execution_time` and `estimated_cost_usd` are the shards' sums."""
