@@ -2,10 +2,12 @@
 
 The 60-minute bench recording (bench/recordings.py: real and synthetic conversations tiled, exact turns) goes once as
 a single job and once in N shards through the SDK, both against `serve --concurrency N` on this machine. Both get the
-same audio: 16 kHz mono Opus, which the SDK sends for a shard over the inline limit anyway. Printed: words that differ
-between the two (all, and within 5 s of a seam), DER of each against the reference, speakers found, the critical path
-(the longest shard plus cutting and merging, against the single job), a projection for N GPU workers, and the merge's
-own cost per hour of audio.
+same audio: 16 kHz mono Opus, which the SDK sends for a shard over the inline limit anyway. Printed:
+- words that differ between the two (all, and within 5 s of a seam); as a control, between two single jobs whose
+  audio is offset by 1 s, which packs the speech into other 30 s chunks just as cutting does;
+- DER of each against the reference, and the speakers found;
+- the critical path (the longest shard plus cutting and merging) against the single job;
+- a projection for N GPU workers, and the merge's own cost per hour of audio.
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+
+import numpy as np
+import soundfile as sf
 
 from bench.recordings import joined
 from scribepod import Client
@@ -34,6 +39,7 @@ from servers import local_endpoint
 UPLOAD_BYTES_PER_S = 10e6
 GPU_AUDIO_S_PER_S = 100.0
 COLD_START_S = 0.0
+CONTROL_DELAY_S = 1.0  # the control job's audio starts this much later (silence first)
 MATCH_S = 1.0  # a word counts as the same when the other transcript has it within this many seconds
 
 
@@ -76,6 +82,7 @@ def main() -> None:
                 started = time.perf_counter()
                 sharded = client.transcribe(opus, shards=args.shards)
                 sharded_wall = time.perf_counter() - started
+                control = _shifted(client.transcribe(_delayed(recording.path, Path(folder))), CONTROL_DELAY_S)
             started = time.perf_counter()
             pieces = cut_recording(opus, args.shards, args.shards, Path(folder))
             cut_s = time.perf_counter() - started
@@ -91,6 +98,7 @@ def main() -> None:
     der_single = diarization_error_rate(reference, [(t.start, t.end, t.speaker) for t in single.turns])
     der_sharded = diarization_error_rate(reference, [(t.start, t.end, t.speaker) for t in sharded.turns])
     unmatched, near, total = differing(single, sharded, seams)
+    control_unmatched, _, _ = differing(single, control, [])
     single_exec = (single.job.execution_time if single.job else None) or single_wall
     # The shards ran N at once on 2 cores, so their own times are inflated by sharing the CPU: the critical path
     # takes the longest shard at the single job's rate (a shard alone on its own worker), plus cutting and merging.
@@ -101,7 +109,10 @@ def main() -> None:
     print(f"| | single job | {args.shards} shards |")
     print("| --- | --- | --- |")
     print(f"| words | {total} | {len(words_of(sharded))} |")
-    print(f"| words differing (of which within 5 s of a seam) | | {unmatched} ({near}) |")
+    print(f"| words differing from the single job (of which within 5 s of a seam) | | {unmatched} ({near}) |")
+    print(
+        f"| control: one job on the same audio {CONTROL_DELAY_S:.0f} s later, words differing | {control_unmatched} | |"
+    )
     print(f"| DER | {der_single:.1%} | {der_sharded:.1%} |")
     print(f"| speakers found | {len(single.speakers)} | {len(sharded.speakers)} |")
     print(f"| execution s (single) / per shard | {single_exec:.1f} | {', '.join(f'{t:.1f}' for t in shard_times)} |")
@@ -122,6 +133,26 @@ def main() -> None:
         extra = cut_s + merge_s if workers > 1 else 0.0
         total_s = COLD_START_S + upload + recording.seconds / workers / GPU_AUDIO_S_PER_S + extra
         print(f"  {workers:2d} workers: {total_s:6.1f} s ({(recording.seconds / GPU_AUDIO_S_PER_S) / total_s:.1f}x)")
+
+
+def _delayed(wav: Path, folder: Path) -> Path:
+    """The recording after `CONTROL_DELAY_S` of silence, encoded as the others: the same speech, other 30 s chunks."""
+    audio, rate = sf.read(wav, dtype="float32")
+    delayed = folder / "delayed.wav"
+    sf.write(delayed, np.concatenate([np.zeros(round(CONTROL_DELAY_S * rate), np.float32), audio]), rate)
+    encoded = compress_for_upload(delayed.read_bytes(), "delayed.wav")
+    assert encoded is not None
+    target = folder / "delayed.ogg"
+    target.write_bytes(encoded)
+    return target
+
+
+def _shifted(transcript: Transcript, seconds: float) -> Transcript:
+    segments = [
+        s.model_copy(update={"words": [w.model_copy(update={"start": w.start - seconds}) for w in s.words]})
+        for s in transcript.segments
+    ]
+    return transcript.model_copy(update={"segments": segments})
 
 
 def _stub(offset: float, sharded: Transcript, end: float) -> Transcript:

@@ -158,8 +158,12 @@ def test_cli_shards_flag() -> None:
 def test_a_cut_only_ever_lands_in_a_pause() -> None:
     pauses = [(29.2, 29.9), (58.0, 58.4), (61.0, 63.0), (150.0, 151.0)]
     cuts = plan_cuts(180.0, 3, [pauses])  # nominal 60 and 120; nothing within reach of 120
-    assert cuts == [62.0], "the nearest pause of a second or more, at its middle; no cut where speech runs on"
-    assert plan_cuts(180.0, 3, [[], pauses]) == [62.0], "a louder pause level is tried where the quiet one has none"
+    assert cuts == [pytest.approx(61.15)], "in the nearest pause of a second or more, 0.15 s into it"
+    assert plan_cuts(180.0, 3, [[], pauses]) == cuts, "a louder pause level is tried where the quiet one has none"
+    # Nominal 20 and 40 s: the only pause near 40 would put the cut 14.85 s before the end.
+    assert plan_cuts(60.0, 3, [[(45.0, 59.9)]]) == [], "no shard under 15 s"
+    long_pause = plan_cuts(120.0, 2, [[(40.0, 70.0)]])
+    assert long_pause == [60.0], "in a long pause, at the nominal place itself"
     assert shard_count("auto", 19 * 60, workers=8) == 1 and shard_count("auto", 60 * 60, workers=1) == 1
     assert shard_count("auto", 60 * 60, workers=4) == 4 and shard_count("auto", 60 * 60, workers=16) == 6
     assert shard_count(8, 60.0, workers=1) == 4, "no shard under 15 s"

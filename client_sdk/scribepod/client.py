@@ -14,7 +14,7 @@ import os
 import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,11 +37,29 @@ from scribepod._core import (
     retry_arguments,
 )
 from scribepod._local import LocalEngine
-from scribepod._sources import PreparedAudio, S3Settings, Source, delete_upload, describe, is_remote, prepare
+from scribepod._sources import (
+    PreparedAudio,
+    S3Settings,
+    Source,
+    delete_upload,
+    describe,
+    is_remote,
+    prepare,
+    read_bytes,
+)
 from scribepod.errors import EndpointUnavailable, InvalidInput, ScribepodError
 from scribepod.models import Provider, Segment, Transcript, TranscriptionOptions
 from scribepod.redaction import redact, register_secret
-from scribepod.shards import CombinedProgress, ShardAudio, SpeakerHint, cut_recording, ffmpeg, merge
+from scribepod.shards import (
+    CombinedProgress,
+    ShardAudio,
+    ShardJobs,
+    SpeakerHint,
+    cut_recording,
+    ffmpeg,
+    merge,
+    shard_count,
+)
 from scribepod.usage import PriceTable, Tier, Usage, tier_from_env
 
 log = logging.getLogger("scribepod")
@@ -231,15 +249,24 @@ class _ClientBase:
         per_shard = {key: value for key, value in options.items() if key not in ("num_speakers", "min_speakers")}
         if hint.num_speakers or hint.max_speakers:
             per_shard["max_speakers"] = hint.num_speakers or hint.max_speakers
-        clean = self._options({**per_shard, "return_embeddings": True, "output_formats": []})
+        linking = {"return_embeddings": True} if asked.get("diarize", True) else {}
+        clean = self._options({**per_shard, **linking, "output_formats": []})
         log.info("%s: %d shards, cut at %s s", describe(source), len(pieces), [round(p.start, 1) for p in pieces[1:]])
         return pieces, clean, hint
 
     @staticmethod
-    def _workers(health: dict[str, Any]) -> int:
-        """Workers the endpoint reports able to take a job now or soon (idle, ready, running, initializing)."""
-        counts = health.get("workers", {})
-        return sum(int(counts.get(key, 0) or 0) for key in ("idle", "ready", "running", "initializing"))
+    def _workers(health: dict[str, Any] | None) -> int:
+        """Workers the endpoint reports able to take a job now or soon (idle, ready, running, initializing); one
+        when it cannot say (its /health failed: then the recording goes as one job, with the usual fallback)."""
+        counts = (health or {}).get("workers", {})
+        return sum(int(counts.get(key, 0) or 0) for key in ("idle", "ready", "running", "initializing")) or 1
+
+    def _sharding(self, source: Source, shards: int | str, options: dict[str, Any]) -> Source:
+        """Check `shards` and the options before any work, and read a file object once (the plan and a fallback
+        to one job both need its bytes)."""
+        shard_count(shards, 1e9, workers=1)  # raises ValueError for anything but N >= 1 or "auto"
+        self._options(options)  # a typo fails here, before ffmpeg runs
+        return read_bytes(source) if hasattr(source, "read") else source
 
 
 class Client(_ClientBase):
@@ -330,48 +357,54 @@ class Client(_ClientBase):
         options: dict[str, Any],
     ) -> Transcript:
         """The shards as jobs side by side (one thread each); the first failure, a timeout or Ctrl-C cancels them
-        all, on the endpoint too."""
-        self._options(options)  # a typo fails here, before ffmpeg runs
-        workers = 1 if self.fallback == "local_only" or shards != "auto" else self._workers(self.health())
+        all, on the endpoint too, including one whose submission was still under way."""
+        source = self._sharding(source, shards, options)
+        workers = 1
+        if shards == "auto" and self.fallback != "local_only":
+            try:
+                workers = self._workers(self.health())
+            except ScribepodError as error:
+                log.warning("could not read the endpoint's workers (%s): sending one job", error)
         with tempfile.TemporaryDirectory(prefix="scribepod-shards-") as folder:
             plan = self._shard_plan(source, shards, options, workers, Path(folder))
             if plan is None:
                 return self._transcribe(source, timeout, on_progress, options, batch=False)
             pieces, clean, hint = plan
             progress = CombinedProgress(pieces, on_progress)
-            submitted: list[str] = []
-            with ThreadPoolExecutor(max_workers=len(pieces), thread_name_prefix="shard") as pool:
-                futures = [
-                    pool.submit(
-                        self._transcribe,
-                        piece.wav,
-                        timeout,
-                        progress.shard(index),
-                        clean,
-                        batch=True,
-                        on_submitted=submitted.append,
-                    )
-                    for index, piece in enumerate(pieces)
-                ]
-                try:
-                    pending = set(futures)
-                    while pending:
-                        finished, pending = wait(pending, return_when=FIRST_EXCEPTION)
-                        for future in finished:
-                            future.result()  # raises the shard's error
-                            progress.done(futures.index(future))
-                except BaseException:
-                    self._cancel_all(submitted)
-                    raise
+            jobs = ShardJobs(self._cancel_shard)
+            pool = ThreadPoolExecutor(max_workers=len(pieces), thread_name_prefix="shard")
+            futures = [
+                pool.submit(
+                    self._transcribe,
+                    piece.wav,
+                    timeout,
+                    progress.shard(index),
+                    clean,
+                    batch=True,
+                    on_submitted=jobs.submitted,
+                )
+                for index, piece in enumerate(pieces)
+            ]
+            try:
+                pending = set(futures)
+                while pending:
+                    finished, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    for future in finished:
+                        future.result()  # raises the shard's error
+                        progress.done(futures.index(future))
+            except BaseException:
+                jobs.stop()
+                pool.shutdown(wait=False, cancel_futures=True)  # the threads end once their jobs are cancelled
+                raise
+            pool.shutdown()
             results = [future.result() for future in futures]
         return merge(list(zip(pieces, results, strict=True)), hint, options.get("output_formats") or ())
 
-    def _cancel_all(self, job_ids: list[str]) -> None:
-        for job_id in list(job_ids):
-            try:
-                self._drive(_flows.cancel(job_id))
-            except ScribepodError as error:
-                log.warning("could not cancel shard job %s: %s", job_id, error)
+    def _cancel_shard(self, job_id: str) -> None:
+        try:
+            self._drive(_flows.cancel(job_id))
+        except ScribepodError as error:
+            log.warning("could not cancel shard job %s: %s", job_id, error)
 
     def _transcribe(
         self,
@@ -591,9 +624,15 @@ class AsyncClient(_ClientBase):
         on_progress: ProgressCallback | None,
         options: dict[str, Any],
     ) -> Transcript:
-        """As `Client`'s: the first failure, a timeout or cancelling the task cancels every shard's job."""
-        self._options(options)
-        workers = 1 if self.fallback == "local_only" or shards != "auto" else self._workers(await self.health())
+        """As `Client`'s: the first failure, a timeout or cancelling the task cancels every shard's job (one whose
+        POST /run the cancel interrupted may have been created unseen: RunPod's TTL ends it)."""
+        source = await asyncio.to_thread(self._sharding, source, shards, options)
+        workers = 1
+        if shards == "auto" and self.fallback != "local_only":
+            try:
+                workers = self._workers(await self.health())
+            except ScribepodError as error:
+                log.warning("could not read the endpoint's workers (%s): sending one job", error)
         with tempfile.TemporaryDirectory(prefix="scribepod-shards-") as folder:
             plan = await asyncio.to_thread(self._shard_plan, source, shards, options, workers, Path(folder))
             if plan is None:

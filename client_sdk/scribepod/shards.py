@@ -23,6 +23,7 @@ import re
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 import wave
 from collections.abc import Callable, Sequence
@@ -122,7 +123,10 @@ def pauses(wav: Path, level_db: int) -> list[tuple[float, float]]:
     assert binary is not None
     command = [binary, "-nostdin", "-hide_banner", "-i", str(wav), "-af"]
     command += [f"silencedetect=noise={level_db}dB:d={MIN_PAUSE_S}", "-f", "null", "-"]
-    result = subprocess.run(command, check=True, capture_output=True, text=True, timeout=_DECODE_TIMEOUT_S)
+    try:
+        result = subprocess.run(command, check=True, capture_output=True, text=True, timeout=_DECODE_TIMEOUT_S)
+    except (OSError, subprocess.SubprocessError) as error:
+        raise InvalidInput(f"ffmpeg could not look for pauses to cut at: {type(error).__name__}") from None
     found: list[tuple[float, float]] = []
     start: float | None = None
     for kind, value in _SILENCE.findall(result.stderr):
@@ -135,9 +139,10 @@ def pauses(wav: Path, level_db: int) -> list[tuple[float, float]]:
 
 
 def plan_cuts(seconds: float, count: int, pauses_by_level: Sequence[list[tuple[float, float]]]) -> list[float]:
-    """Where to cut for `count` shards of similar length: the middle of a pause within `SEARCH_S` of each nominal
-    place (the nearest of those at least `GOOD_PAUSE_S` long, else the longest), trying each pause level in turn; a
-    cut with no pause near is left out."""
+    """Where to cut for `count` shards of similar length: in a pause within `SEARCH_S` of each nominal place (the
+    nearest of those at least `GOOD_PAUSE_S` long, else the longest), as near the nominal place as the pause allows
+    with silence either side; each pause level in turn. A cut with no pause near is left out, and so is one that
+    would leave a shard under `MIN_SHARD_S`."""
     cuts: list[float] = []
     search = min(SEARCH_S, seconds / count / 4)
     for k in range(1, count):
@@ -152,9 +157,14 @@ def plan_cuts(seconds: float, count: int, pauses_by_level: Sequence[list[tuple[f
                         -abs((pause[0] + pause[1]) / 2 - nominal),
                     ),
                 )
-                cuts.append((start + end) / 2)
+                margin = min(MIN_PAUSE_S / 2, (end - start) / 2)  # silence on both sides of the cut
+                cuts.append(min(max(nominal, start + margin), end - margin))
                 break
-    return sorted(cut for cut in set(cuts) if 0.0 < cut < seconds)
+    kept: list[float] = []
+    for cut in sorted(cuts):  # no shard shorter than MIN_SHARD_S, however the pauses fell
+        if cut - (kept[-1] if kept else 0.0) >= MIN_SHARD_S and seconds - cut >= MIN_SHARD_S:
+            kept.append(cut)
+    return kept
 
 
 def split(wav: Path, cuts: Sequence[float]) -> list[ShardAudio]:
@@ -194,6 +204,31 @@ def cut_recording(source: Source, requested: int | str, workers: int, folder: Pa
     return split(wav, cuts) if cuts else None
 
 
+class ShardJobs:
+    """The shards' job ids, for cancelling them all. Once stopping, a shard whose job is only now submitted (its
+    upload or its POST was under way) is cancelled as soon as its id is known."""
+
+    def __init__(self, cancel: Callable[[str], None]) -> None:
+        self._cancel = cancel
+        self._ids: list[str] = []
+        self._stopping = False
+        self._lock = threading.Lock()
+
+    def submitted(self, job_id: str) -> None:
+        with self._lock:
+            self._ids.append(job_id)
+            late = self._stopping
+        if late:
+            self._cancel(job_id)
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
+            ids = list(self._ids)
+        for job_id in ids:
+            self._cancel(job_id)
+
+
 class CombinedProgress:
     """The shards' progress as one: each shard's percent weighted by its length, never going down."""
 
@@ -203,31 +238,36 @@ class CombinedProgress:
         self._stages = ["queued"] * len(shards)
         self._report = report
         self._last = -1.0
+        self._lock = threading.Lock()  # shard threads and the caller's thread report at once
 
     def shard(self, index: int) -> Callable[[dict[str, Any]], None] | None:
         if self._report is None:
             return None
 
         def update(progress: dict[str, Any]) -> None:
-            self._percents[index] = float(progress.get("percent", 0.0))
-            self._stages[index] = str(progress.get("stage", "?"))
+            with self._lock:
+                self._percents[index] = float(progress.get("percent", 0.0))
+                self._stages[index] = str(progress.get("stage", "?"))
             self.done(None)
 
         return update
 
     def done(self, index: int | None) -> None:
         """Report the combined percent (a shard that finished counts as 100%)."""
-        if index is not None:
-            self._percents[index], self._stages[index] = 100.0, "done"
-        if self._report is None:
-            return
+        with self._lock:
+            if index is not None:
+                self._percents[index], self._stages[index] = 100.0, "done"
+            if self._report is not None:
+                self._send(self._report)
+
+    def _send(self, report: Callable[[dict[str, Any]], None]) -> None:
         total = sum(self._weights) or 1.0
         percent = round(sum(w * p for w, p in zip(self._weights, self._percents, strict=True)) / total, 1)
         if percent > self._last:
             self._last = percent
             finished = self._stages.count("done")
             stage = "done" if finished == len(self._stages) else "transcribe"
-            self._report({"stage": stage, "percent": percent, "shards": len(self._stages), "shards_done": finished})
+            report({"stage": stage, "percent": percent, "shards": len(self._stages), "shards_done": finished})
 
 
 def merge(
@@ -302,7 +342,7 @@ def link_speakers(transcripts: Sequence[Transcript], hint: SpeakerHint) -> list[
         for speaker in transcript.speakers:
             members.append([(index, speaker.id)])
             vectors.append(_unit(speaker.embedding) if speaker.embedding else None)
-    models = {t.embedding_model for t in transcripts if t.speakers}
+    models = {t.embedding_model for t in transcripts if any(speaker.embedding for speaker in t.speakers)}
     linkable = len(models) == 1 and None not in models  # a speaker without an embedding is left on its own
     clusters = list(range(len(members)))  # cluster ids still alive
     similarity = {
@@ -373,14 +413,16 @@ def _first_appearance(segments: Sequence[Segment], turns: Sequence[Turn]) -> dic
 
 
 def _joined_at_seams(turns: list[Turn], cuts: Sequence[float]) -> list[Turn]:
-    """A speaker's turn that a cut split (one ends just before the cut, the next starts just after) made one."""
+    """A speaker's turn that a cut split made one: it ends at most `SEAM_JOIN_S` before the next starts, the cut lies
+    between them, and no one else's turn reaches into the gap."""
     result: list[Turn] = []
     for turn in turns:
         previous = next((t for t in reversed(result) if t.speaker == turn.speaker), None)
         if (
             previous is not None
             and 0.0 <= turn.start - previous.end <= SEAM_JOIN_S
-            and any(previous.end - SEAM_JOIN_S <= cut <= turn.start + SEAM_JOIN_S for cut in cuts)
+            and any(previous.end - 0.05 <= cut <= turn.start + 0.05 for cut in cuts)
+            and not any(t.speaker != turn.speaker and t.end > previous.end for t in result)
         ):
             previous.end = max(previous.end, turn.end)
             continue
