@@ -237,6 +237,29 @@ def local_endpoint(*args: str, env: dict[str, str] | None = None) -> Iterator[st
 
 
 @contextmanager
+def runpod_dev_server(env: dict[str, str] | None = None) -> Iterator[str]:
+    """The worker under runpod-python's own development server (`--rp_serve_api`), tiny.en and `builtin`."""
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "scribepod_worker", "--rp_serve_api"),
+            *("--rp_api_host", "127.0.0.1", "--rp_api_port", str(port)),
+        ],
+        cwd=ROOT,
+        env={**os.environ, **LOCAL_WORKER_ENV, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        wait_for(f"{base}/docs", timeout=120)
+        yield base
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+
+
+@contextmanager
 def moto_s3_server() -> Iterator[str]:
     """moto's standalone server (a real S3-compatible HTTP endpoint) on a free loopback port."""
     port = free_port()

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 import soundfile as sf
-from pyannote.core import Annotation, Segment
+from pyannote.core import Annotation
 from scipy.optimize import linear_sum_assignment
 
 from scribepod.models import ErrorInfo, Transcript, TranscriptionOptions
@@ -22,6 +22,7 @@ from scribepod_worker.diarize.base import SpeakerCountHint, SpeakerTurn
 from scribepod_worker.diarize.pyannote import PyannoteDiarizer, centroids_from_output, embedding_model_name
 from scribepod_worker.engine import Engine
 from scribepod_worker.transcribe import AsrSegment
+from test_pyannote_adapter import annotation
 
 from conftest import realspeech
 from scoring import read_rttm
@@ -167,13 +168,6 @@ def test_centroids_follow_the_relabelling() -> None:
     assert all(s.embedding is None for s in attribute_speakers([segment], turns).speakers)
 
 
-def _annotation(*turns: tuple[float, float, str]) -> Annotation:
-    result = Annotation(uri="meeting")
-    for index, (start, end, label) in enumerate(turns):
-        result[Segment(start, end), index] = label
-    return result
-
-
 @dataclass
 class DiarizeOutput:
     """The shape of pyannote.audio 4's pipeline result: `speaker_embeddings` rows in `labels()` order, zero rows
@@ -187,7 +181,7 @@ class DiarizeOutput:
 def test_pyannote_4_speaker_embeddings_become_unit_centroids() -> None:
     import torch
 
-    turns = _annotation((0.0, 2.0, "SPEAKER_01"), (2.0, 4.0, "SPEAKER_00"), (4.0, 5.0, "SPEAKER_02"))
+    turns = annotation((0.0, 2.0, "SPEAKER_01"), (2.0, 4.0, "SPEAKER_00"), (4.0, 5.0, "SPEAKER_02"))
     output = DiarizeOutput(turns, turns, np.array([[3.0, 4.0], [0.0, 2.0], [0.0, 0.0]]))
     diarizer = object.__new__(PyannoteDiarizer)
     diarizer._pipeline = lambda file, **kwargs: output
@@ -198,7 +192,7 @@ def test_pyannote_4_speaker_embeddings_become_unit_centroids() -> None:
         "SPEAKER_01": pytest.approx([0.0, 1.0]),
     }
     assert {t.speaker for t in diarization.turns} == {"SPEAKER_00", "SPEAKER_01", "SPEAKER_02"}
-    assert centroids_from_output(_annotation((0.0, 1.0, "A"))) == {}  # pyannote 3.x: an Annotation alone
+    assert centroids_from_output(annotation((0.0, 1.0, "A"))) == {}  # pyannote 3.x: an Annotation alone
     assert centroids_from_output(DiarizeOutput(turns, turns)) == {}
 
 

@@ -8,13 +8,10 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import subprocess
-import sys
 import time
 import wave
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +24,8 @@ from scribepod.errors import JobFailed
 from scribepod.models import Segment, Transcript
 from test_cli import scribepod
 
-from conftest import ROOT, realspeech
-from servers import free_port, local_endpoint, wait_for
+from conftest import realspeech
+from servers import local_endpoint, runpod_dev_server
 
 MEETING = ("ami_dev00", "ami_dev01", "ami_trn00", "ami_trn04", "ami_trn06", "ami_trn08")
 # Two chunks per batch: on CPU each batch's segments then come seconds apart (a GPU decodes bigger batches).
@@ -130,30 +127,10 @@ def test_on_segment_and_the_cli_live_flag(served: str, meeting: Path) -> None:
 
 # ---- runpod-python's own development server (`--rp_serve_api`) --------------------------------------------------
 
-WORKER_ENV = {**os.environ, "SCRIBEPOD_MODEL": "tiny.en", "SCRIBEPOD_DIARIZER": "builtin", "SCRIBEPOD_DEVICE": "cpu"}
 
-
-@contextmanager
-def runpod_api(stream: bool) -> Iterator[str]:
+def runpod_api(stream: bool) -> AbstractContextManager[str]:
     """The worker under runpod-python's development server; `stream` selects RunPod's streaming mode."""
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "scribepod_worker", "--rp_serve_api"),
-            *("--rp_api_host", "127.0.0.1", "--rp_api_port", str(port)),
-        ],
-        cwd=ROOT,
-        env={**WORKER_ENV, "SCRIBEPOD_STREAM": "1" if stream else "0"},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_for(f"{base}/docs", timeout=120)
-        yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
+    return runpod_dev_server({"SCRIBEPOD_STREAM": "1" if stream else "0"})
 
 
 @pytest.fixture(scope="module")

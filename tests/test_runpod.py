@@ -16,7 +16,7 @@ from scribepod.models import ErrorInfo, Transcript
 
 from conftest import ROOT, b64
 from scoring import diarization_error_rate, read_rttm
-from servers import capture_server, free_port, wait_for
+from servers import capture_server, runpod_dev_server
 
 ENV = {**os.environ, "SCRIBEPOD_MODEL": "tiny.en", "SCRIBEPOD_DIARIZER": "builtin", "SCRIBEPOD_DEVICE": "cpu"}
 
@@ -77,30 +77,8 @@ def test_a_bad_test_input_is_refused_before_the_warm_up(tmp_path: Path, job: str
 
 @pytest.fixture(scope="module")
 def api() -> Iterator[str]:
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "scribepod_worker",
-            "--rp_serve_api",
-            "--rp_api_host",
-            "127.0.0.1",
-            "--rp_api_port",
-            str(port),
-        ],
-        cwd=ROOT,
-        env=ENV,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_for(f"{base}/docs", timeout=60)
+    with runpod_dev_server() as base:
         yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
 
 
 def test_runsync_on_the_development_server(api: str, sample_dir: Path) -> None:

@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from scribepod import AsyncClient, Client
+from scribepod import AsyncClient, Client, JobTimedOut
 from scribepod.models import JobInfo, Segment, Speaker, Transcript, Turn, Word
 from scribepod.shards import SEAM_JOIN_S, ShardAudio, SpeakerHint, decode, merge, plan_cuts, shard_count, split
 from test_cli import scribepod
@@ -136,13 +136,25 @@ def test_cancelling_the_call_cancels_every_shard(served: str, tmp_path: Path) ->
                 await task
 
     asyncio.run(cancel_midway())
+    assert_nothing_left(served)
+
+
+def test_a_shard_that_times_out_cancels_them_all(served: str, tmp_path: Path) -> None:
+    """The blocking client: one shard past its timeout ends the call, and every shard's job is cancelled."""
+    path, _ = joined(tmp_path, ["ami_dev00", "ami_trn00", "ami_dev01", "ami_trn04"])
+    with Client(base_url=served) as client, pytest.raises(JobTimedOut):
+        client.transcribe(path, shards=3, timeout=2.0)
+    assert_nothing_left(served)
+
+
+def assert_nothing_left(served: str) -> None:
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         jobs = httpx.get(f"{served}/health").json()["jobs"]
         if jobs["inProgress"] == 0 and jobs["inQueue"] == 0:
-            break
+            return
         time.sleep(0.2)
-    assert jobs["inProgress"] == 0 and jobs["inQueue"] == 0, f"shards left running: {jobs}"
+    raise AssertionError(f"shards left running: {jobs}")
 
 
 def test_cli_shards_flag() -> None:
@@ -160,13 +172,13 @@ def test_a_cut_only_ever_lands_in_a_pause() -> None:
     cuts = plan_cuts(180.0, 3, [pauses])  # nominal 60 and 120; nothing within reach of 120
     assert cuts == [pytest.approx(61.15)], "in the nearest pause of a second or more, 0.15 s into it"
     assert plan_cuts(180.0, 3, [[], pauses]) == cuts, "a louder pause level is tried where the quiet one has none"
-    # Nominal 20 and 40 s: the only pause near 40 would put the cut 14.85 s before the end.
-    assert plan_cuts(60.0, 3, [[(45.0, 59.9)]]) == [], "no shard under 15 s"
+    # Nominal 10 and 20 s: the only pause near 20 would put the cut 7.85 s before the end.
+    assert plan_cuts(30.0, 3, [[(22.0, 29.9)]]) == [], "no shard under 10 s"
     long_pause = plan_cuts(120.0, 2, [[(40.0, 70.0)]])
     assert long_pause == [60.0], "in a long pause, at the nominal place itself"
     assert shard_count("auto", 19 * 60, workers=8) == 1 and shard_count("auto", 60 * 60, workers=1) == 1
     assert shard_count("auto", 60 * 60, workers=4) == 4 and shard_count("auto", 60 * 60, workers=16) == 6
-    assert shard_count(8, 60.0, workers=1) == 4, "no shard under 15 s"
+    assert shard_count(8, 60.0, workers=1) == 6, "no shard under 10 s"
     with pytest.raises(ValueError, match="shards"):
         shard_count(0, 600.0, workers=1)
 

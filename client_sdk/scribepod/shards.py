@@ -39,7 +39,7 @@ SAMPLE_RATE = 16_000
 AUTO_MIN_SECONDS = 20 * 60  # "auto" shards only a recording at least this long
 AUTO_SHARD_SECONDS = 10 * 60  # and gives each shard about this much audio
 MAX_SHARDS = 64
-MIN_SHARD_S = 15.0  # shorter shards cost more in per-job overhead than they save
+MIN_SHARD_S = 10.0  # shorter shards cost more in per-job overhead than they save
 # Pauses: stretches this long under the level (dB below full scale); a quieter threshold first, louder ones where a
 # cut finds none (a noisy room never reaches -45 dB between words).
 MIN_PAUSE_S = 0.3
