@@ -103,7 +103,9 @@ def read_bytes(source: Source) -> bytes:
     return data
 
 
-def prepare(source: Source, *, options_size: int, limit: int, s3: S3Settings | None) -> PreparedAudio:
+def prepare(
+    source: Source, *, options_size: int, limit: int, s3: S3Settings | None, keep_channels: bool = False
+) -> PreparedAudio:
     """The audio field for `source`, uploading to S3 when inline base64 would pass `limit` bytes of request."""
     name = describe(source)
     if is_remote(source):
@@ -113,7 +115,7 @@ def prepare(source: Source, *, options_size: int, limit: int, s3: S3Settings | N
     inline_size = _inline_size(data, options_size)
     if inline_size > limit:
         # Over the limit: 16 kHz mono Opus, what the worker decodes to anyway, is 10 to 20 times smaller than WAV.
-        compressed = compress_for_upload(data, name)
+        compressed = compress_for_upload(data, name, keep_channels=keep_channels)
         if compressed is not None and len(compressed) < len(data):
             data, inline_size = compressed, _inline_size(compressed, options_size)
     if inline_size <= limit:
@@ -132,9 +134,10 @@ def _inline_size(data: bytes, options_size: int) -> int:
     return 4 * ((len(data) + 2) // 3) + options_size + 64
 
 
-def compress_for_upload(data: bytes, name: str) -> bytes | None:
+def compress_for_upload(data: bytes, name: str, *, keep_channels: bool = False) -> bytes | None:
     """`data` as 16 kHz mono Opus at 24 kbit/s (speech stays intact for Whisper), with the ffmpeg on PATH; None
-    where there is no ffmpeg or it cannot read the input (the caller then sends the original or uploads it)."""
+    where there is no ffmpeg or it cannot read the input (the caller then sends the original or uploads it).
+    `keep_channels` (a `multichannel` job: each channel is a speaker) keeps them, at 48 kbit/s in all."""
     ffmpeg = shutil.which("ffmpeg")
     if ffmpeg is None:
         return None
@@ -142,7 +145,9 @@ def compress_for_upload(data: bytes, name: str) -> bytes | None:
         source, target = Path(folder) / "input", Path(folder) / "audio.ogg"
         source.write_bytes(data)
         command = [ffmpeg, "-nostdin", "-hide_banner", "-loglevel", "error", "-i", str(source), "-vn", "-map", "0:a:0"]
-        command += ["-ac", "1", "-ar", "16000", "-c:a", "libopus", "-b:a", "24k", "-application", "voip", str(target)]
+        command += [] if keep_channels else ["-ac", "1"]
+        command += ["-ar", "16000", "-c:a", "libopus", "-b:a", "48k" if keep_channels else "24k"]
+        command += ["-application", "voip", str(target)]
         try:
             subprocess.run(command, check=True, capture_output=True, timeout=_COMPRESS_TIMEOUT_S)
         except (OSError, subprocess.SubprocessError):

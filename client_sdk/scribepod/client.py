@@ -156,7 +156,10 @@ class _ClientBase:
         return validated.model_dump(exclude_defaults=True)
 
     def _prepare(self, source: Source, options: dict[str, Any], limit: int) -> PreparedAudio:
-        return prepare(source, options_size=len(json.dumps(options)), limit=limit, s3=self.s3)
+        keep_channels = options.get("multichannel", False) is not False  # each channel is a speaker: no mono mix
+        return prepare(
+            source, options_size=len(json.dumps(options)), limit=limit, s3=self.s3, keep_channels=keep_channels
+        )
 
     @staticmethod
     def _policy(execution_timeout: float | None) -> dict[str, Any] | None:
@@ -265,6 +268,8 @@ class _ClientBase:
         """Check `shards` and the options before any work, and read a file object once (the plan and a fallback
         to one job both need its bytes)."""
         shard_count(shards, 1e9, workers=1)  # raises ValueError for anything but N >= 1 or "auto"
+        if options.get("multichannel", False) is not False:
+            raise ValueError("shards do not combine with multichannel: cutting mixes the channels to one")
         self._options(options)  # a typo fails here, before ffmpeg runs
         return read_bytes(source) if hasattr(source, "read") else source
 

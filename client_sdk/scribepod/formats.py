@@ -66,10 +66,16 @@ def render_rttm(transcript: Transcript, file_id: str = "audio") -> str:
     if any(ch.isspace() for ch in file_id) or not file_id:
         raise ValueError("file_id must be a non-empty word without whitespace")
     rows = [
-        f"SPEAKER {file_id} 1 {turn.start:.3f} {turn.end - turn.start:.3f} <NA> <NA> {turn.speaker} <NA> <NA>\n"
+        f"SPEAKER {file_id} 1 {turn.start:.3f} {turn.end - turn.start:.3f} <NA> <NA> {_rttm_name(turn.speaker)} "
+        "<NA> <NA>\n"
         for turn in transcript.turns
     ]
     return "".join(rows)
+
+
+def _rttm_name(speaker: str) -> str:
+    """RTTM's columns are split on whitespace: a name such as "Dr Smith" (a channel's name) becomes "Dr_Smith"."""
+    return "_".join(speaker.split()) or "<NA>"
 
 
 def render(transcript: Transcript, fmt: Literal["srt", "vtt", "txt", "rttm"]) -> str:

@@ -15,6 +15,10 @@ from scribepod import formats
 
 OutputFormat = Literal["srt", "vtt", "txt", "rttm"]
 Task = Literal["transcribe", "translate"]
+# Most channels a multichannel job takes: each is a full transcription pass and a full-length buffer (7.1 is 8).
+MAX_CHANNELS = 8
+MAX_CHANNEL_NAME = 64
+
 ErrorCode = Literal[
     "invalid_input",
     "audio_fetch_failed",
@@ -57,6 +61,34 @@ class TranscriptionOptions(BaseModel):
     # Each speaker's voice as the diarizer's embedding model sees it (`Speaker.embedding`), so that transcripts of
     # parts of one recording can be given one set of speaker labels (the SDK's shards).
     return_embeddings: bool = False
+    # One speaker per channel (a call recorded with each side on its own channel): each channel is transcribed on its
+    # own and its words are its speaker's, CHANNEL_0, CHANNEL_1, ... or `channel_names`; no diarization. "auto": so
+    # when the input is stereo and its channels differ (`Transcript.channels` says what was decided).
+    multichannel: bool | Literal["auto"] = False
+    channel_names: list[str] | None = Field(default=None, min_length=1, max_length=MAX_CHANNELS)
+
+    @field_validator("multichannel", mode="before")
+    @classmethod
+    def _multichannel_choice(cls, value: object) -> object:
+        """One message for the three choices, not one per member of the union."""
+        if value is not True and value is not False and value != "auto":
+            raise ValueError('must be true, false or "auto"')
+        return value
+
+    @field_validator("channel_names")
+    @classmethod
+    def _distinct_names(cls, names: list[str] | None) -> list[str] | None:
+        """Each name labels one channel's speaker: it must say something, and two channels never share one."""
+        for name in names or []:
+            if not name.strip() or name != name.strip() or len(name) > MAX_CHANNEL_NAME:
+                raise ValueError(
+                    f"each name must be 1 to {MAX_CHANNEL_NAME} characters without leading or trailing spaces"
+                )
+            if not name.isprintable():
+                raise ValueError("names must not contain control characters")
+        if names is not None and len(set(names)) != len(names):
+            raise ValueError("two channels must not have the same name")
+        return names
 
     @field_validator("language")
     @classmethod
@@ -85,6 +117,22 @@ class TranscriptionOptions(BaseModel):
             raise ValueError("return_embeddings: needs diarize (the embeddings are the diarizer's)")
         if len(set(self.output_formats)) != len(self.output_formats):
             raise ValueError("output_formats: must not repeat a format")
+        return self._check_multichannel()
+
+    def _check_multichannel(self) -> TranscriptionOptions:
+        """Speakers are channels in multichannel mode: diarizing within a channel is not offered, so the diarizer's
+        options are refused rather than ignored (`diarize` itself, true by default, is not applied)."""
+        if self.channel_names is not None and self.multichannel is False:
+            raise ValueError('channel_names: needs multichannel (true or "auto")')
+        if self.return_embeddings and self.multichannel is not False:
+            raise ValueError("return_embeddings: not with multichannel (its speakers are channels, not voices)")
+        if self.multichannel is True:
+            for name in ("num_speakers", "min_speakers", "max_speakers"):
+                if getattr(self, name) is not None:
+                    raise ValueError(
+                        f"{name}: not with multichannel true: each channel is one speaker (diarizing within a "
+                        "channel is not supported)"
+                    )
         return self
 
 
@@ -141,6 +189,23 @@ class Turn(_Response):
     speaker: str
 
 
+class Channels(_Response):
+    """What a job that asked for `multichannel` (true or "auto") decided."""
+
+    multichannel: bool
+    """Whether the channels were transcribed one by one (false: "auto" found them alike and mixed them to mono)."""
+    count: int
+    """The input's audio channels."""
+    speakers: list[str] = Field(default_factory=list)
+    """With `multichannel`: the speaker of each channel, in channel order."""
+    separation: float | None = None
+    """With "auto" on stereo: the share of speech frames in which one channel is at least 10 dB louder than the
+    other; "auto" goes multichannel at 0.5 or more when each channel leads in 2% of them (see docs/contract.md)."""
+    crosstalk_words_dropped: int = 0
+    """Words dropped as cross-talk: the same word at the same time louder on another channel, or any word over
+    which another channel is 12 dB louder (the other side's voice heard through this side's microphone)."""
+
+
 Provider = Literal["runpod", "endpoint", "local"]
 """Who ran a job: RunPod's API, another endpoint at a base URL (such as `scribepod-worker serve`), or this
 process (local inference)."""
@@ -180,6 +245,7 @@ class Transcript(_Response):
     gpu: str | None = None  # the GPU model the job ran on; null on CPU
     diarizer: str | None = None
     embedding_model: str | None = None  # the model behind `speakers[].embedding`; centroids of others do not compare
+    channels: Channels | None = None  # with `multichannel`: what was decided; null for other jobs
     timings: dict[str, float] = Field(default_factory=dict)
     formats: dict[str, str] = Field(default_factory=dict)
     job: JobInfo | None = None

@@ -143,6 +143,59 @@ def attribute_speakers(
     return Attribution(segments=ordered, speakers=_speaker_totals(labelled, embeddings), turns=labelled)
 
 
+# A channel's words closer than this belong to one turn (a pause within a sentence; longer is a new turn).
+CHANNEL_TURN_GAP_S = 1.0
+
+
+def channel_attribution(transcribed: Sequence[Sequence[AsrSegment]], speakers: Sequence[str]) -> Attribution:
+    """Multichannel: every word and segment of channel i is `speakers[i]`'s, with no diarization.
+
+    Segments are merged into one timeline ordered by start (then channel) and numbered; one channel's segments never
+    overlap, but two channels' may: when both sides talk at once, each keeps its true times rather than one being
+    cut. Turns are each channel's runs of words with pauses under CHANNEL_TURN_GAP_S."""
+    merged: list[tuple[float, int, Segment]] = []
+    turns: list[Turn] = []
+    for channel, (segments, speaker) in enumerate(zip(transcribed, speakers, strict=True)):
+        labelled = [
+            _close_run(source, [_word(word, speaker) for word in source.words])
+            if source.words
+            else _segment(
+                source, words=[], speaker=speaker, text=source.text.strip(), start=source.start, end=source.end
+            )
+            for source in segments
+        ]
+        for segment in _without_overlaps(sorted(labelled, key=lambda s: s.start)):
+            merged.append((segment.start, channel, segment))
+        turns.extend(_channel_turns(labelled, speaker))
+    ordered = [segment for _, _, segment in sorted(merged, key=lambda item: (item[0], item[1]))]
+    for number, segment in enumerate(ordered):
+        segment.id = number
+    turns.sort(key=lambda turn: (turn.start, turn.end))
+    spoken = {turn.speaker for turn in turns}
+    totals = {speaker: sum(t.end - t.start for t in turns if t.speaker == speaker) for speaker in speakers}
+    return Attribution(
+        segments=ordered,
+        speakers=[Speaker(id=name, duration=round(totals[name], 3)) for name in speakers if name in spoken],
+        turns=turns,
+    )
+
+
+def _channel_turns(segments: Sequence[Segment], speaker: str) -> list[Turn]:
+    """One channel's turns: its words' spans (a segment's where it has none) joined across short pauses."""
+    spans = sorted(
+        span
+        for segment in segments
+        for span in ([(word.start, word.end) for word in segment.words] or [(segment.start, segment.end)])
+    )
+    turns: list[Turn] = []
+    for start, end in spans:
+        if turns and start - turns[-1].end < CHANNEL_TURN_GAP_S:
+            turns[-1].end = max(turns[-1].end, end)
+        elif end > start:
+            turns.append(Turn(start=start, end=end, speaker=speaker))
+    return turns
+
+
 def provisional_segments(segments: Sequence[AsrSegment], first_id: int, previous_end: float) -> list[Segment]:
     """The ASR's segments before diarization, for a live view while the job runs: numbered on from `first_id`, with
     the text and times the final transcript gives them (from their words), no speaker yet and no words (the final

@@ -50,6 +50,7 @@ class StatedDuration:
 
     seconds: float | None
     trusted: bool
+    channels: int | None = None
 
 
 @cache
@@ -68,7 +69,12 @@ def ffmpeg_binary() -> str:
 
 
 def decode_audio(
-    path: Path, max_seconds: float, progress: ProgressCallback | None = None, *, stop: StopSignal | None = None
+    path: Path,
+    max_seconds: float,
+    progress: ProgressCallback | None = None,
+    *,
+    stop: StopSignal | None = None,
+    channel: int | None = None,
 ) -> np.ndarray:
     """Decode the first audio stream of `path`; raise `audio_too_long` past `max_seconds` without decoding it all.
 
@@ -77,6 +83,9 @@ def decode_audio(
     copying), never past `max_seconds` and one sample: the moment the audio is longer, ffmpeg is killed and the job
     refused. `progress` gets the decoded fraction every 16 s of audio when the duration is known and decoding takes
     over 2 s. `stop`, when set, kills ffmpeg within about 0.1 s and raises `JobStopped`.
+
+    `channel` (0-based) decodes that channel alone instead of the mix of all (a multichannel job decodes each in
+    turn, so it holds one buffer per channel, each under the same limit).
     """
     stated = stated_duration(path, stop)
     if stated.trusted and stated.seconds is not None and stated.seconds > max_seconds:
@@ -86,9 +95,19 @@ def decode_audio(
     expected = stated.seconds
     first = int((expected + 1.0) * SAMPLE_RATE) * _SAMPLE_BYTES if expected else GROW_BYTES
     audio = np.empty(min(first, ceiling) // _SAMPLE_BYTES, np.float32)
+    picked = {} if channel is None else {"af": f"pan=mono|c0=c{channel}"}
     args = (
         ffmpeg.input(str(path), nostdin=None)
-        .output("pipe:", map="0:a:0", format="f32le", acodec="pcm_f32le", ac=1, ar=SAMPLE_RATE, t=max_seconds + 1.0)
+        .output(
+            "pipe:",
+            map="0:a:0",
+            format="f32le",
+            acodec="pcm_f32le",
+            ac=1,
+            ar=SAMPLE_RATE,
+            t=max_seconds + 1.0,
+            **picked,
+        )
         .global_args("-hide_banner", "-loglevel", "error")
         .compile(cmd=ffmpeg_binary())
     )
@@ -151,14 +170,15 @@ def _kill_on_stop(process: subprocess.Popen[bytes], stop: StopSignal, finished: 
 
 
 def stated_duration(path: Path, stop: StopSignal | None = None) -> StatedDuration:
-    """The first audio stream's duration as ffprobe (next to ffmpeg) reads it from the file's headers.
+    """The first audio stream's duration (and channel count) as ffprobe (next to ffmpeg) reads it from the file's
+    headers.
 
     The stream's own duration where the container gives one; else the container's, which counts for the audio
     only when it is the file's one stream (a video's length says nothing about its soundtrack's). A guess from the
     bitrate is returned untrusted.
     """
     probe = shutil.which("ffprobe") or str(Path(ffmpeg_binary()).with_name("ffprobe"))
-    entries = "stream=duration:format=duration,nb_streams"
+    entries = "stream=duration,channels:format=duration,nb_streams"
     command = [probe, "-v", "warning", "-select_streams", "a:0", "-show_entries", entries, "-of", "json", str(path)]
     try:
         with subprocess.Popen(
@@ -184,7 +204,12 @@ def stated_duration(path: Path, stop: StopSignal | None = None) -> StatedDuratio
     seconds = _seconds(stream.get("duration"))
     if seconds is None and container.get("nb_streams") == 1:
         seconds = _seconds(container.get("duration"))
-    return StatedDuration(seconds, seconds is not None and _BITRATE_GUESS not in err)
+    channels = stream.get("channels")
+    return StatedDuration(
+        seconds,
+        seconds is not None and _BITRATE_GUESS not in err,
+        channels if isinstance(channels, int) and channels > 0 else None,
+    )
 
 
 def _seconds(value: object) -> float | None:

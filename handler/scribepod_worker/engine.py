@@ -17,9 +17,10 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from scribepod.models import Segment, Transcript, TranscriptionOptions, TranscriptionRequest
+from scribepod.models import Channels, Segment, Transcript, TranscriptionOptions, TranscriptionRequest
 from scribepod_worker import transcribe as asr
-from scribepod_worker.attribute import attribute_speakers, provisional_segments
+from scribepod_worker.attribute import attribute_speakers, channel_attribution, provisional_segments
+from scribepod_worker.channels import decode_channels, remove_crosstalk
 from scribepod_worker.config import WorkerSettings
 from scribepod_worker.decode import SAMPLE_RATE, decode_audio
 from scribepod_worker.diarize import Diarization, Diarizer, SpeakerCountHint, default_diarizer_name, load_diarizer
@@ -108,6 +109,17 @@ class Engine:
         model = self._load_model(options)  # a missing model fails before gigabytes are fetched
         _report(progress, "decode", 0.0)
         low, _ = _ASR_SPAN
+        if options.multichannel is not False:
+            return self._run_channels(
+                request,
+                options,
+                model,
+                progress,
+                s3_config=s3_config,
+                stop=stop,
+                on_segments=on_segments,
+                started=started,
+            )
         with materialize(
             audio=request.audio,
             audio_base64=request.audio_base64,
@@ -130,6 +142,128 @@ class Engine:
             on_segments=on_segments,
             decode_seconds=time.perf_counter() - started,
         )
+
+    def _run_channels(
+        self,
+        request: TranscriptionRequest,
+        options: TranscriptionOptions,
+        named_model: tuple[str, Any],
+        progress: ProgressCallback | None,
+        *,
+        s3_config: Mapping[str, Any] | None,
+        stop: StopSignal | None,
+        on_segments: SegmentsCallback | None,
+        started: float,
+    ) -> Transcript:
+        """`multichannel` true or "auto": each channel transcribed as its own speaker's, or (auto, channels alike)
+        the usual mono job, with `channels` saying which."""
+        low, _ = _ASR_SPAN
+        with materialize(
+            audio=request.audio,
+            audio_base64=request.audio_base64,
+            settings=self.settings,
+            s3_config=s3_config,
+            stop=stop,
+        ) as path:
+            decoded = decode_channels(
+                path,
+                options,
+                self.settings.max_audio_seconds,
+                lambda fraction: _report(progress, "decode", low * fraction),
+                stop=stop,
+            )
+        decode_seconds = time.perf_counter() - started
+        if not decoded.multichannel:
+            transcript = self._transcribe(
+                decoded.audio[0],
+                options,
+                named_model,
+                progress,
+                stop=stop,
+                on_segments=on_segments,
+                decode_seconds=decode_seconds,
+            )
+            transcript.channels = decoded.info
+            return transcript
+        return self._transcribe_channels(
+            decoded.audio, decoded.info, options, named_model, progress, stop=stop, decode_seconds=decode_seconds
+        )
+
+    def _transcribe_channels(
+        self,
+        channels: list[np.ndarray],
+        info: Channels,
+        options: TranscriptionOptions,
+        named_model: tuple[str, Any],
+        progress: ProgressCallback | None,
+        *,
+        stop: StopSignal | None,
+        decode_seconds: float,
+    ) -> Transcript:
+        """ASR on each channel in turn (VAD per channel), cross-talk removed, segments merged into one timeline.
+
+        Words are always timed here, since cross-talk is found word by word; `word_timestamps: false` only leaves
+        them out of the output. Diarization does not run: each channel is one speaker. No live segments are sent:
+        the channels are transcribed one after another, so a live timeline would go back in time."""
+        started = time.perf_counter() - decode_seconds
+        model_name, model = named_model
+        timed = options.model_copy(update={"word_timestamps": True})
+        timings: dict[str, float] = {"decode": round(decode_seconds, 3)}
+        low, high = _ASR_SPAN
+        results: list[asr.AsrResult] = []
+        asr_seconds = 0.0
+        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stage")
+        try:
+            for number, audio in enumerate(channels):
+                transcribed = _StageProgress(stop)
+                done = number  # bound now: the report below runs while this channel is decoded
+
+                def report_transcribe(stage: _StageProgress = transcribed, before: int = done) -> None:
+                    share = (before + stage.fraction) / len(channels)
+                    _report(progress, "transcribe", low + (high - low) * share)
+
+                work = pool.submit(
+                    _transcribe_words,
+                    model,
+                    audio,
+                    options=timed,
+                    batch_size=self.batch_size,
+                    recover_speech=self.settings.recover_speech,
+                    timings=timings,
+                    transcribed=transcribed,
+                )
+                results.append(_supervise(work, stop, report_transcribe))
+                asr_seconds += timings["asr"]
+        finally:
+            pool.shutdown(wait=stop is None or not stop.is_set, cancel_futures=True)
+        timings["asr"] = round(asr_seconds, 3)
+
+        _report(progress, "render", _RENDER_AT)
+        kept, dropped = remove_crosstalk(channels, [result.segments for result in results])
+        attributed = channel_attribution(kept, info.speakers)
+        if not options.word_timestamps:
+            for segment in attributed.segments:
+                segment.words = []
+        # The language of the channel that said most (each channel detects its own where the job names none).
+        spoken = max(results, key=lambda result: sum(len(segment.words) for segment in result.segments))
+        transcript = Transcript(
+            text=" ".join(segment.text for segment in attributed.segments if segment.text).strip(),
+            language=spoken.language,
+            language_probability=round(spoken.language_probability, 4) if spoken.language_probability else None,
+            duration=round(max(audio.size for audio in channels) / SAMPLE_RATE, 3),
+            segments=attributed.segments,
+            speakers=attributed.speakers,
+            turns=attributed.turns,
+            model=model_name,
+            device=self.device,
+            gpu=self.gpu,
+            timings=timings,
+            channels=info.model_copy(update={"crosstalk_words_dropped": dropped}),
+        )
+        transcript.formats = {fmt: transcript.render(fmt) for fmt in options.output_formats}
+        transcript.timings["total"] = round(time.perf_counter() - started, 3)
+        _report(progress, "done", 100.0)
+        return transcript
 
     def transcribe_audio(
         self,

@@ -185,9 +185,11 @@ def parse_input(job_input: Any) -> tuple[TranscriptionRequest, compat.OfficialRe
 
 
 def _output(transcript: Transcript) -> dict[str, Any]:
-    """The contract's JSON; without embeddings (not asked for) their keys are left out, as before
-    `return_embeddings` existed, so the output of existing callers does not change."""
+    """The contract's JSON; without embeddings or channels (not asked for) their keys are left out, as before those
+    options existed, so the output of existing callers does not change."""
     output = transcript.model_dump(mode="json", exclude={"job"})
+    if transcript.channels is None:  # only a job that asked for `multichannel` says what was decided
+        del output["channels"]
     if transcript.embedding_model is None:  # the engine sets it whenever a speaker has an embedding
         del output["embedding_model"]
         for speaker in output["speakers"]:
