@@ -121,9 +121,10 @@ def test_large_input_is_compressed_to_fit_inline(
     sent: list[int] = []
     compress = _sources.compress_for_upload
 
-    def counted(data: bytes, name: str) -> bytes | None:
+    def counted(data: bytes, name: str, *, keep_channels: bool = False) -> bytes | None:
         sent.append(len(data))
-        return compress(data, name)
+        assert not keep_channels, "a mono job's input is mixed to mono"
+        return compress(data, name, keep_channels=keep_channels)
 
     monkeypatch.setattr(_sources, "compress_for_upload", counted)
     with Client(base_url=endpoint, timeout=120) as client:
@@ -135,7 +136,7 @@ def test_large_input_is_compressed_to_fit_inline(
 @pytest.fixture
 def no_ffmpeg_for_the_sdk(monkeypatch: pytest.MonkeyPatch) -> None:
     """The SDK as on a machine without ffmpeg: an input over the limit cannot be compressed."""
-    monkeypatch.setattr(_sources, "compress_for_upload", lambda data, name: None)
+    monkeypatch.setattr(_sources, "compress_for_upload", lambda data, name, **_: None)
 
 
 @pytest.mark.usefixtures("no_ffmpeg_for_the_sdk")
