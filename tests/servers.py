@@ -214,13 +214,10 @@ LOCAL_WORKER_ENV = {"SCRIBEPOD_MODEL": "tiny.en", "SCRIBEPOD_DIARIZER": "builtin
 
 
 @contextmanager
-def local_endpoint(*args: str, env: dict[str, str] | None = None) -> Iterator[str]:
-    """`scribepod-worker serve` with tiny.en and `builtin` on a free loopback port; yields its base URL."""
-    port = free_port()
-    state = tempfile.mkdtemp(prefix="endpoint-state-")  # each endpoint its own job database
-    command = [sys.executable, "-m", "scribepod_worker.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+def _worker_process(command: list[str], port: int, ready_path: str, env: dict[str, str] | None) -> Iterator[str]:
+    """A worker command (tiny.en, `builtin`) listening on `port`: its base URL once `ready_path` answers."""
     process = subprocess.Popen(
-        [*command, "--state-dir", state, *args],
+        command,
         cwd=ROOT,
         env={**os.environ, **LOCAL_WORKER_ENV, **(env or {})},
         stdout=subprocess.DEVNULL,
@@ -228,11 +225,23 @@ def local_endpoint(*args: str, env: dict[str, str] | None = None) -> Iterator[st
     )
     try:
         base = f"http://127.0.0.1:{port}"
-        wait_for(f"{base}/health", timeout=120)
+        wait_for(f"{base}{ready_path}", timeout=120)
         yield base
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+@contextmanager
+def local_endpoint(*args: str, env: dict[str, str] | None = None) -> Iterator[str]:
+    """`scribepod-worker serve` with tiny.en and `builtin` on a free loopback port; yields its base URL."""
+    port = free_port()
+    state = tempfile.mkdtemp(prefix="endpoint-state-")  # each endpoint its own job database
+    command = [sys.executable, "-m", "scribepod_worker.cli", "serve", "--host", "127.0.0.1", "--port", str(port)]
+    try:
+        with _worker_process([*command, "--state-dir", state, *args], port, "/health", env) as base:
+            yield base
+    finally:
         shutil.rmtree(state, ignore_errors=True)
 
 
@@ -240,23 +249,9 @@ def local_endpoint(*args: str, env: dict[str, str] | None = None) -> Iterator[st
 def runpod_dev_server(env: dict[str, str] | None = None) -> Iterator[str]:
     """The worker under runpod-python's own development server (`--rp_serve_api`), tiny.en and `builtin`."""
     port = free_port()
-    process = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "scribepod_worker", "--rp_serve_api"),
-            *("--rp_api_host", "127.0.0.1", "--rp_api_port", str(port)),
-        ],
-        cwd=ROOT,
-        env={**os.environ, **LOCAL_WORKER_ENV, **(env or {})},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_for(f"{base}/docs", timeout=120)
+    command = [sys.executable, "-m", "scribepod_worker", "--rp_serve_api", "--rp_api_host", "127.0.0.1"]
+    with _worker_process([*command, "--rp_api_port", str(port)], port, "/docs", env) as base:
         yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
 
 
 @contextmanager

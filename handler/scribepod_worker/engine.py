@@ -109,55 +109,10 @@ class Engine:
         model = self._load_model(options)  # a missing model fails before gigabytes are fetched
         _report(progress, "decode", 0.0)
         low, _ = _ASR_SPAN
-        if options.multichannel is not False:
-            return self._run_channels(
-                request,
-                options,
-                model,
-                progress,
-                s3_config=s3_config,
-                stop=stop,
-                on_segments=on_segments,
-                started=started,
-            )
-        with materialize(
-            audio=request.audio,
-            audio_base64=request.audio_base64,
-            settings=self.settings,
-            s3_config=s3_config,
-            stop=stop,
-        ) as path:
-            audio = decode_audio(
-                path,
-                self.settings.max_audio_seconds,
-                lambda fraction: _report(progress, "decode", low * fraction),
-                stop=stop,
-            )
-        return self._transcribe(
-            audio,
-            options,
-            model,
-            progress,
-            stop=stop,
-            on_segments=on_segments,
-            decode_seconds=time.perf_counter() - started,
-        )
 
-    def _run_channels(
-        self,
-        request: TranscriptionRequest,
-        options: TranscriptionOptions,
-        named_model: tuple[str, Any],
-        progress: ProgressCallback | None,
-        *,
-        s3_config: Mapping[str, Any] | None,
-        stop: StopSignal | None,
-        on_segments: SegmentsCallback | None,
-        started: float,
-    ) -> Transcript:
-        """`multichannel` true or "auto": each channel transcribed as its own speaker's, or (auto, channels alike)
-        the usual mono job, with `channels` saying which."""
-        low, _ = _ASR_SPAN
+        def report_decode(fraction: float) -> None:
+            _report(progress, "decode", low * fraction)
+
         with materialize(
             audio=request.audio,
             audio_base64=request.audio_base64,
@@ -165,29 +120,24 @@ class Engine:
             s3_config=s3_config,
             stop=stop,
         ) as path:
-            decoded = decode_channels(
-                path,
-                options,
-                self.settings.max_audio_seconds,
-                lambda fraction: _report(progress, "decode", low * fraction),
-                stop=stop,
-            )
+            limit = self.settings.max_audio_seconds
+            if options.multichannel is False:
+                decoded = None
+                audio = decode_audio(path, limit, report_decode, stop=stop)
+            else:  # `multichannel` true or "auto": `decoded.multichannel` says which it became
+                decoded = decode_channels(path, options, limit, report_decode, stop=stop)
+                audio = decoded.audio[0]
         decode_seconds = time.perf_counter() - started
-        if not decoded.multichannel:
-            transcript = self._transcribe(
-                decoded.audio[0],
-                options,
-                named_model,
-                progress,
-                stop=stop,
-                on_segments=on_segments,
-                decode_seconds=decode_seconds,
+        if decoded is not None and decoded.multichannel:
+            return self._transcribe_channels(
+                decoded.audio, decoded.info, options, model, progress, stop=stop, decode_seconds=decode_seconds
             )
-            transcript.channels = decoded.info
-            return transcript
-        return self._transcribe_channels(
-            decoded.audio, decoded.info, options, named_model, progress, stop=stop, decode_seconds=decode_seconds
+        transcript = self._transcribe(
+            audio, options, model, progress, stop=stop, on_segments=on_segments, decode_seconds=decode_seconds
         )
+        if decoded is not None:
+            transcript.channels = decoded.info
+        return transcript
 
     def _transcribe_channels(
         self,
@@ -260,10 +210,7 @@ class Engine:
             timings=timings,
             channels=info.model_copy(update={"crosstalk_words_dropped": dropped}),
         )
-        transcript.formats = {fmt: transcript.render(fmt) for fmt in options.output_formats}
-        transcript.timings["total"] = round(time.perf_counter() - started, 3)
-        _report(progress, "done", 100.0)
-        return transcript
+        return _finished(transcript, options, started, progress)
 
     def transcribe_audio(
         self,
@@ -367,10 +314,7 @@ class Engine:
             embedding_model=diarizer.embedding_model if diarizer is not None and embedded else None,
             timings=timings,
         )
-        transcript.formats = {fmt: transcript.render(fmt) for fmt in options.output_formats}
-        transcript.timings["total"] = round(time.perf_counter() - started, 3)
-        _report(progress, "done", 100.0)
-        return transcript
+        return _finished(transcript, options, started, progress)
 
 
 class _StageProgress:
@@ -460,6 +404,16 @@ def _diarize(
     diarization = diarizer.diarize(audio, hint, progress=diarized.update)
     timings["diarize"] = round(time.perf_counter() - started, 3)
     return diarization
+
+
+def _finished(
+    transcript: Transcript, options: TranscriptionOptions, started: float, progress: ProgressCallback | None
+) -> Transcript:
+    """The formats asked for, the total time, and the last progress report: how every transcript ends."""
+    transcript.formats = {fmt: transcript.render(fmt) for fmt in options.output_formats}
+    transcript.timings["total"] = round(time.perf_counter() - started, 3)
+    _report(progress, "done", 100.0)
+    return transcript
 
 
 def _report(progress: ProgressCallback | None, stage: str, percent: float) -> None:
