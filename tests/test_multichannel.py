@@ -21,10 +21,11 @@ from scribepod import Client
 from scribepod._sources import compress_for_upload
 from scribepod.models import ErrorInfo, Transcript, TranscriptionOptions, TranscriptionRequest, Turn
 from scribepod_worker import handler
-from scribepod_worker.channels import comparable_text, dominance, is_call
+from scribepod_worker.channels import comparable_text, dominance, is_call, remove_crosstalk
 from scribepod_worker.decode import SAMPLE_RATE, decode_audio
 from scribepod_worker.engine import Engine
 from scribepod_worker.stop import JobStopped, StopSignal
+from scribepod_worker.transcribe import AsrSegment, AsrWord
 
 from conftest import ffmpeg, realspeech, with_settings
 from scoring import read_rttm
@@ -297,3 +298,43 @@ def test_the_sdk_keeps_the_channels_when_it_compresses_and_refuses_shards(tmp_pa
 def _channels_of(data: bytes, path: Path) -> int:
     path.write_bytes(data)
     return int(soundfile.info(str(path)).channels)
+
+
+def _said(text: str, start: float, end: float) -> list[AsrSegment]:
+    return [AsrSegment(start, end, f" {text}", words=(AsrWord(start, end, f" {text}", 0.9),))]
+
+
+def _tone(seconds: float, start: float, end: float, level: float) -> np.ndarray:
+    audio = np.zeros(int(seconds * SAMPLE_RATE), dtype=np.float32)
+    span = slice(int(start * SAMPLE_RATE), int(end * SAMPLE_RATE))
+    audio[span] = level * np.sin(np.arange(span.stop - span.start, dtype=np.float32) / 5)
+    return audio
+
+
+def test_the_same_word_said_by_each_side_in_turn_is_kept_twice() -> None:
+    """ "Hello," - "hello.": each word is loudest on its own channel over its own span, so neither is cross-talk,
+    though the answer starts 0.3 s after the greeting ends and the greeting is louder over both words together."""
+    greeting, answer = _tone(3.0, 0.0, 1.2, 0.3), _tone(3.0, 1.5, 1.6, 0.3)
+    kept, dropped = remove_crosstalk([answer, greeting], [_said("hello.", 1.5, 1.6), _said("Hello,", 0.0, 1.2)])
+    assert dropped == 0 and [len(channel) for channel in kept] == [1, 1]
+
+
+def test_a_word_heard_through_the_other_microphone_is_dropped_once() -> None:
+    source = _tone(2.0, 0.5, 1.0, 0.3)
+    bled = source * 10 ** (-6 / 20)  # louder bleed than BLEED_DB: only the matching text can catch it
+    kept, dropped = remove_crosstalk([bled, source], [_said("yes", 0.52, 0.98), _said("Yes.", 0.5, 1.0)])
+    assert dropped == 1 and kept == [[], _said("Yes.", 0.5, 1.0)]
+    same = [source, source.copy()]  # one signal on both channels: one copy stays, the lower channel's
+    kept, dropped = remove_crosstalk(same, [_said("yes", 0.5, 1.0), _said("yes", 0.5, 1.0)])
+    assert dropped == 1 and [len(channel) for channel in kept] == [1, 0]
+
+
+def test_words_over_silence_and_words_of_no_length_are_judged_on_a_level() -> None:
+    silent = np.zeros(2 * SAMPLE_RATE, dtype=np.float32)
+    kept, dropped = remove_crosstalk([silent, silent.copy()], [_said("um", 0.5, 0.7), []])
+    assert dropped == 0 and len(kept[0]) == 1  # silence everywhere is nobody's bleed
+    # A word of no length where its own side speaks steadily and the other side has a click on that one sample.
+    own, other = _tone(2.0, 0.0, 2.0, 0.1), np.zeros(2 * SAMPLE_RATE, dtype=np.float32)
+    other[SAMPLE_RATE] = 1.0
+    kept, dropped = remove_crosstalk([own, other], [_said("hate", 1.0, 1.0), []])
+    assert dropped == 0 and len(kept[0]) == 1

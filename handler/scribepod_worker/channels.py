@@ -8,6 +8,7 @@ its channels differ: one or the other is clearly the louder in most of the speec
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
@@ -40,9 +41,16 @@ AUTO_EACH_LEADS = 0.02
 # when both talk at once, unless the other is louder than them by more than this. Quieter bleed than -12 dB is
 # caught here; louder bleed only where its text matches.
 BLEED_DB = 12.0
-# Two words on different channels are one word heard twice when their text matches and their spans, widened by
-# this much either side (word timings of one sound differ by a few hundredths between channels), overlap.
+# Two words on different channels may be one word heard twice when their text matches and their spans are at most
+# this far apart (word timings of one sound differ by a few hundredths between channels).
 _SAME_TIME_SLACK_S = 0.2
+# Two matching words are two people's when each is at least this much louder on its own channel than on the other,
+# over its own span ("hello" - "hello"); one sound heard twice is louder on one side only, or alike on both (a room
+# heard by both microphones).
+OWN_VOICE_DB = 6.0
+# Levels are measured over at least this much audio around a word: Whisper gives some words no length, and one
+# sample is no level.
+_MIN_LEVEL_S = 0.1
 
 ProgressCallback = Callable[[float], None]
 
@@ -159,27 +167,34 @@ def comparable_text(word: str) -> str:
 
 
 def _rms(audio: np.ndarray, start: float, end: float) -> float:
-    span = audio[int(start * SAMPLE_RATE) : max(int(end * SAMPLE_RATE), int(start * SAMPLE_RATE) + 1)]
+    """The level over a word's span, widened about its middle to `_MIN_LEVEL_S` when shorter."""
+    widen = max(0.0, _MIN_LEVEL_S - (end - start)) / 2
+    first = max(0, int((start - widen) * SAMPLE_RATE))
+    span = audio[first : max(int((end + widen) * SAMPLE_RATE), first + 1)]
     return float(np.sqrt(np.mean(np.square(span, dtype=np.float64)))) if span.size else 0.0
 
 
 def remove_crosstalk(
     audio: Sequence[np.ndarray], transcribed: Sequence[Sequence[AsrSegment]]
 ) -> tuple[list[list[AsrSegment]], int]:
-    """Drop each word that another channel heard too, at the same time and louder (RMS over both words' span), and
-    each word over whose span another channel is BLEED_DB louder (bleed the recogniser heard as other words).
+    """Drop each word that another channel heard too, within `_SAME_TIME_SLACK_S`, unless each copy is OWN_VOICE_DB
+    louder on its own channel over its own span (two people said it: "hello" - "hello"); of the two, the copy less
+    loud on its own side goes (ties: the higher channel's), so exactly one stays. Also drop each word over whose span
+    another channel is BLEED_DB louder (bleed the recogniser heard as other words). Silence is nobody's bleed.
 
-    Returns each channel's segments without those words (a segment left without words goes) and how many went.
-    Ties keep the lower channel's word, so of two copies exactly one stays."""
+    Returns each channel's segments without the dropped words (a segment left without words goes) and how many went."""
     heard: dict[str, list[tuple[float, float, int, int, int]]] = {}
     dropped: dict[tuple[int, int], set[int]] = {}  # (channel, segment) -> positions of its words that go
     bleed = 10.0 ** (BLEED_DB / 20.0)
+    own_voice = 10.0 ** (OWN_VOICE_DB / 20.0)
     for channel, segments in enumerate(transcribed):
         for number, segment in enumerate(segments):
             for position, word in enumerate(segment.words):
                 own = _rms(audio[channel], word.start, word.end)
                 if any(
-                    _rms(other, word.start, word.end) >= bleed * own for i, other in enumerate(audio) if i != channel
+                    (level := _rms(other, word.start, word.end)) > 0.0 and bleed * own <= level
+                    for i, other in enumerate(audio)
+                    if i != channel
                 ):
                     dropped.setdefault((channel, number), set()).add(position)
                 elif text := comparable_text(word.word):
@@ -188,13 +203,19 @@ def remove_crosstalk(
         copies.sort()
         for i, (start, end, channel, number, position) in enumerate(copies):
             for other_start, other_end, other, other_number, other_position in copies[i + 1 :]:
-                if other_start >= end + 2 * _SAME_TIME_SLACK_S:
-                    break  # sorted by start: no later copy reaches this one either
+                if other_start > end + _SAME_TIME_SLACK_S:
+                    break  # sorted by start: no later copy comes near this one either
                 if other == channel:
                     continue
-                span = (min(start, other_start), max(end, other_end))
-                mine, theirs = _rms(audio[channel], *span), _rms(audio[other], *span)
-                if theirs > mine or (theirs == mine and other < channel):
+                # Each word's channel against the other's, over that word's own span: a copy heard through the wrong
+                # microphone is quieter there than the channel it came from.
+                mine = _ratio(_rms(audio[channel], start, end), _rms(audio[other], start, end))
+                theirs = _ratio(
+                    _rms(audio[other], other_start, other_end), _rms(audio[channel], other_start, other_end)
+                )
+                if min(mine, theirs) >= own_voice:
+                    continue  # each clearly loudest on its own side: two people said it
+                if mine < theirs or (mine == theirs and other < channel):
                     dropped.setdefault((channel, number), set()).add(position)
                 else:
                     dropped.setdefault((other, other_number), set()).add(other_position)
@@ -207,6 +228,13 @@ def remove_crosstalk(
         for channel, segments in enumerate(transcribed)
     ]
     return kept, sum(len(positions) for positions in dropped.values())
+
+
+def _ratio(own: float, other: float) -> float:
+    """How much louder a word's own channel is than another over its span (1.0 when both are silent)."""
+    if other == 0.0:
+        return 1.0 if own == 0.0 else math.inf
+    return own / other
 
 
 def _without_words(segment: AsrSegment, positions: set[int]) -> AsrSegment | None:
