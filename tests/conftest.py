@@ -82,6 +82,13 @@ def worker(engine: Engine, job_tmp: Path) -> Iterator[Engine]:
     engine.settings = original
 
 
+@pytest.fixture
+def local_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Local inference reads the worker's settings from the environment, like the worker itself."""
+    monkeypatch.setenv("SCRIBEPOD_MODEL", "tiny.en")
+    monkeypatch.setenv("SCRIBEPOD_DIARIZER", "builtin")
+
+
 def with_settings(engine: Engine, **changes: object) -> None:
     """Change an engine's settings for one test (the `worker` fixture restores them)."""
     engine.settings = dataclasses.replace(engine.settings, **changes)  # type: ignore[arg-type]

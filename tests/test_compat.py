@@ -163,10 +163,10 @@ def test_every_invalid_field_is_named_in_one_answer(worker: Engine) -> None:
     for name in ("translate:", "suppress_tokens:", "enable_vad:", "beam_size:"):
         assert name in error.message
     error = failed(
-        {"id": "bad", "input": {"audio_base64": "AAAA", "speakers": 2, "num_speakers": "two", "beam_size": 0}}
+        {"id": "bad", "input": {"audio_base64": "AAAA", "speaker_count": 2, "num_speakers": "two", "beam_size": 0}}
     )
-    assert (error.code, error.field) == ("invalid_input", "speakers")
-    assert error.message.startswith("3 invalid fields: unknown field 'speakers'; num_speakers: ")
+    assert (error.code, error.field) == ("invalid_input", "speaker_count")
+    assert error.message.startswith("3 invalid fields: unknown field 'speaker_count'; num_speakers: ")
     error = failed({"id": "bad", "input": {"audio": "https://example.com/a.wav", "model": ["turbo"]}})
     assert (error.code, error.field) == ("invalid_input", "model")
 

@@ -230,13 +230,6 @@ def test_api_key_is_checked_and_never_shown(secured_endpoint: str, sample_dir: P
         assert client.transcribe(sample_dir / "sample.wav", diarize=False).text
 
 
-@pytest.fixture
-def local_model(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Local inference reads the worker's settings from the environment, like the worker itself."""
-    monkeypatch.setenv("SCRIBEPOD_MODEL", "tiny.en")
-    monkeypatch.setenv("SCRIBEPOD_DIARIZER", "builtin")
-
-
 def test_fallback_when_the_endpoint_is_down(
     sample_dir: Path, caplog: pytest.LogCaptureFixture, local_model: None
 ) -> None:

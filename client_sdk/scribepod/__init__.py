@@ -23,17 +23,23 @@ from scribepod.errors import (
     SubmissionUncertain,
 )
 from scribepod.models import (
+    Enrollment,
     ErrorInfo,
+    Identification,
     JobInfo,
     Segment,
     Speaker,
+    SpeakerMatch,
+    SpeakerSample,
     Transcript,
     TranscriptionOptions,
     TranscriptionRequest,
     Turn,
+    Voiceprint,
     Word,
 )
 from scribepod.usage import PRICES_AS_OF, GpuClass, JobCost, PriceTable, Usage, UsageSummary, estimate
+from scribepod.voices import load_voiceprints, save_voiceprints
 
 __all__ = [
     "PRICES_AS_OF",
@@ -42,8 +48,10 @@ __all__ = [
     "AuthenticationError",
     "Client",
     "EndpointUnavailable",
+    "Enrollment",
     "ErrorInfo",
     "GpuClass",
+    "Identification",
     "InvalidInput",
     "Job",
     "JobCancelled",
@@ -60,6 +68,8 @@ __all__ = [
     "ScribepodError",
     "Segment",
     "Speaker",
+    "SpeakerMatch",
+    "SpeakerSample",
     "SubmissionUncertain",
     "Transcript",
     "TranscriptionOptions",
@@ -67,7 +77,10 @@ __all__ = [
     "Turn",
     "Usage",
     "UsageSummary",
+    "Voiceprint",
     "Word",
     "estimate",
+    "load_voiceprints",
+    "save_voiceprints",
 ]
 __version__ = "0.1.0"

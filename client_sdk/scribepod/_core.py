@@ -25,7 +25,7 @@ from scribepod.errors import (
     ScribepodError,
     SubmissionUncertain,
 )
-from scribepod.models import JobInfo, Provider, Segment, Transcript
+from scribepod.models import Enrollment, JobInfo, Provider, Segment, Transcript
 from scribepod.redaction import redact
 
 DEFAULT_BASE_URL = "https://api.runpod.ai/v2/{endpoint_id}"
@@ -148,8 +148,8 @@ def job_failure(state: JobState) -> ScribepodError:
     return JobFailed("internal", f"job failed without an error message ({redact(str(error))[:200]})", job_id=state.id)
 
 
-def transcript_of(state: JobState, provider: Provider = "runpod") -> Transcript:
-    """The transcript of a COMPLETED job, with where and how long it ran."""
+def output_of(state: JobState) -> Any:
+    """The output of a COMPLETED job; the job's typed error otherwise."""
     if state.status != "COMPLETED":
         raise job_failure(state)
     output = state.output
@@ -157,7 +157,17 @@ def transcript_of(state: JobState, provider: Provider = "runpod") -> Transcript:
         output = output[-1]
         if isinstance(output, Mapping) and "error" in output:  # RunPod's local API server reports it so
             raise job_failure(JobState(id=state.id, status="FAILED", error=output["error"]))
-    transcript = Transcript.model_validate(output)
+    return output
+
+
+def enrollment_of(state: JobState, provider: Provider = "runpod") -> Enrollment:
+    """The voiceprints of a COMPLETED `enroll` job."""
+    return Enrollment.model_validate(output_of(state))
+
+
+def transcript_of(state: JobState, provider: Provider = "runpod") -> Transcript:
+    """The transcript of a COMPLETED job, with where and how long it ran."""
+    transcript = Transcript.model_validate(output_of(state))
     transcript.job = JobInfo(
         id=state.id,
         delay_time=state.delay_time,

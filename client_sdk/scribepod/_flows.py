@@ -21,7 +21,7 @@ from scribepod._core import (
     transcript_of,
 )
 from scribepod.errors import JobTimedOut, ScribepodError
-from scribepod.models import Provider, Segment, Transcript
+from scribepod.models import Provider, Segment
 
 log = logging.getLogger("scribepod")
 
@@ -100,10 +100,12 @@ def run_and_wait(
     sync: bool,
     live: bool = False,
     on_submitted: Callable[[str], None] | None = None,
+    read: Callable[[JobState, Provider], Any] = transcript_of,
 ) -> Flow:
     """Submit and wait. With `sync` the job goes through /runsync, which answers the moment the job completes (one
     request, no polling delay); if the sync wait ends first, polling takes over. Otherwise through /run, which
-    answers at once with the job id, then polling.
+    answers at once with the job id, then polling. `read` turns the finished job into the result (a transcript, or
+    an `enroll` job's voiceprints).
 
     /runsync is asked to answer within an explicit ?wait=, and the SDK waits `_SYNC_ANSWER_MARGIN_S` longer, so
     an endpoint that keeps to ?wait= never leaves a submission uncertain however long its queue."""
@@ -124,8 +126,8 @@ def run_and_wait(
         state = yield from submit(body)
     if on_submitted is not None and not state.final:
         on_submitted(state.id)  # from here on the job can be cancelled by id
-    transcript: Transcript = yield from wait(state, deadline, on_progress, provider, live=live)
-    return transcript
+    result = yield from wait(state, deadline, on_progress, provider, live=live, read=read)
+    return result
 
 
 def wait(
@@ -135,6 +137,7 @@ def wait(
     provider: Provider = "runpod",
     *,
     live: bool = False,
+    read: Callable[[JobState, Provider], Any] = transcript_of,
 ) -> Flow:
     """Poll until the job ends, backing off from 0.25 s to 5 s; past the deadline, cancel it and raise.
 
@@ -160,7 +163,7 @@ def wait(
             raise JobTimedOut(f"job {state.id} did not finish in time; it was cancelled", state.id)
         yield Sleep(delay)
         state = yield from status(state.id)
-    transcript: Transcript = transcript_of(state, provider)
+    transcript = read(state, provider)
     if live and (new := [*segments.provisional(state.updates), *segments.rest(transcript)]):
         yield Emit(new)
     return transcript

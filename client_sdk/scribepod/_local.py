@@ -2,17 +2,28 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import importlib.util
 import os
 import threading
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from scribepod._core import LiveSegments, ProgressCallback, SegmentCallback
 from scribepod._sources import Source, describe, is_remote, read_bytes
 from scribepod.errors import JobFailed, LocalInferenceUnavailable
-from scribepod.models import JobInfo, Segment, Transcript, TranscriptionRequest
+from scribepod.models import (
+    Enrollment,
+    EnrollmentRequest,
+    JobInfo,
+    Segment,
+    SpeakerSample,
+    Transcript,
+    TranscriptionRequest,
+)
+from scribepod.voices import Recording
 
 INSTALL_HINT = (
     "local inference needs the worker engine beside the SDK (neither is on PyPI): from a checkout of the scribepod "
@@ -71,12 +82,7 @@ class LocalEngine:
         """As a job on the endpoint would, with its progress and live segments (`Client.transcribe`'s callbacks)."""
         from scribepod_worker.errors import WorkerError
 
-        if is_remote(source) or isinstance(source, str | os.PathLike):
-            request = TranscriptionRequest(audio=os.fspath(source), **options)  # type: ignore[arg-type]
-        else:
-            import base64
-
-            request = TranscriptionRequest(audio_base64=base64.b64encode(read_bytes(source)).decode(), **options)
+        request = TranscriptionRequest(**_audio_fields(source), **options)
         live = LiveSegments()
 
         def progress(stage: str, percent: float) -> None:
@@ -102,3 +108,23 @@ class LocalEngine:
             id=None, delay_time=0.0, execution_time=round(time.perf_counter() - started, 3), provider="local"
         )
         return transcript
+
+    def enroll(self, recordings: Sequence[Recording]) -> list[SpeakerSample]:
+        """As an `enroll` job on the endpoint would: each recording's voiceprint, in order."""
+        from scribepod_worker.errors import WorkerError
+
+        request = EnrollmentRequest(
+            enroll=[SpeakerSample(name=recording.name, **_audio_fields(recording.source)) for recording in recordings]
+        )
+        try:
+            enrollment: Enrollment = self._get().enroll(request)
+        except WorkerError as error:
+            raise JobFailed(error.code, error.message, error.field) from None
+        return enrollment.speakers
+
+
+def _audio_fields(source: Source) -> dict[str, Any]:
+    """`audio` for a path or URL (the engine reads it where it is), else `audio_base64`."""
+    if is_remote(source) or isinstance(source, str | os.PathLike):
+        return {"audio": os.fspath(source)}  # type: ignore[arg-type]
+    return {"audio_base64": base64.b64encode(read_bytes(source)).decode()}

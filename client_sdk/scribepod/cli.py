@@ -1,4 +1,4 @@
-"""`scribepod`: transcribe files from the shell, check an endpoint's health, read a job's status.
+"""`scribepod`: transcribe files from the shell, enrol voices, check an endpoint's health, read a job's status.
 
 Exit codes (scripts can rely on them): 0 every input transcribed; 1 at least one job failed or an input was
 rejected; 2 bad command line; 3 the API key was refused; 4 the endpoint was unreachable or kept failing;
@@ -23,7 +23,8 @@ from scribepod.errors import (
     JobTimedOut,
     ScribepodError,
 )
-from scribepod.models import Segment, Transcript
+from scribepod.models import Segment, SpeakerSample, Transcript
+from scribepod.voices import load_voiceprints, save_voiceprints
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_AUTH, EXIT_UNAVAILABLE, EXIT_TIMEOUT = 0, 1, 2, 3, 4, 5
 FORMATS = ("srt", "vtt", "txt", "json", "rttm")
@@ -79,9 +80,20 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
+def _voices(args: argparse.Namespace) -> dict[str, str | SpeakerSample]:
+    """`--voiceprints` files, then `--speaker NAME=FILE` recordings (a later one of a name replaces an earlier)."""
+    voices: dict[str, str | SpeakerSample] = {}
+    for path in args.voiceprints or []:
+        voices.update({voice.name: voice for voice in load_voiceprints(path)})
+    voices.update(dict(args.speaker or []))
+    return voices
+
+
 def transcribe(client: Client, args: argparse.Namespace) -> int:
     progress = Progress(len(args.inputs), args.quiet)
     options = _options(args)
+    if voices := _voices(args):  # enrolled once here, not by each input's job
+        options["speakers"] = client.enroll(voices, timeout=args.timeout)
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
     outcomes: dict[int, Transcript | ScribepodError] = {}
@@ -152,6 +164,27 @@ def transcribe(client: Client, args: argparse.Namespace) -> int:
     return code
 
 
+def enroll(client: Client, args: argparse.Namespace) -> int:
+    voices = client.enroll(dict(args.samples), timeout=args.timeout)
+    try:
+        save_voiceprints(args.out, voices)
+    except OSError as error:
+        print(f"scribepod: cannot write {args.out}: {error.strerror}", file=sys.stderr)
+        return EXIT_USAGE
+    for voice in voices:
+        seconds = voice.voiceprint.seconds if voice.voiceprint is not None else None
+        print(f"enrolled {voice.name} ({seconds or 0:.1f} s of speech)", file=sys.stderr)
+    print(f"wrote {len(voices)} voiceprints to {args.out} (readable by you alone)", file=sys.stderr)
+    return EXIT_OK
+
+
+def _named_file(text: str) -> tuple[str, str]:
+    name, equals, path = text.partition("=")
+    if not equals or not name or not path:
+        raise argparse.ArgumentTypeError("give NAME=FILE, e.g. Alice=alice.wav")
+    return name, path
+
+
 def _shards(text: str) -> int | str:
     if text == "auto":
         return text
@@ -201,6 +234,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--format (or write it to --out)",
     )
 
+    run.add_argument(
+        "--speaker",
+        type=_named_file,
+        action="append",
+        metavar="NAME=FILE",
+        help="a recording of one person alone (3 to 60 s): speakers with that voice are named NAME (repeatable)",
+    )
+    run.add_argument(
+        "--voiceprints", action="append", metavar="FILE", help="voiceprints saved by `scribepod enroll` (repeatable)"
+    )
+
+    enrolling = commands.add_parser("enroll", help="make voiceprints of voice samples, to name speakers later")
+    enrolling.add_argument("samples", nargs="+", type=_named_file, metavar="NAME=FILE")
+    enrolling.add_argument("--out", required=True, help="the JSON file to write (only you can read it)")
+    enrolling.add_argument("--timeout", type=float, default=None, help="seconds to wait before cancelling")
+
     commands.add_parser("health", help="print the endpoint's health document")
     status = commands.add_parser("status", help="print a job's status")
     status.add_argument("job_id")
@@ -232,6 +281,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             if args.command == "transcribe":
                 return transcribe(client, args)
+            if args.command == "enroll":
+                return enroll(client, args)
             if args.command == "health":
                 print(json.dumps(client.health(), indent=2))
                 return EXIT_OK

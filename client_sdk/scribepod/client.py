@@ -32,6 +32,7 @@ from scribepod._core import (
     SegmentCallback,
     TransientStatus,
     check_response,
+    enrollment_of,
     final_error,
     provider_of,
     retry_arguments,
@@ -48,7 +49,7 @@ from scribepod._sources import (
     read_bytes,
 )
 from scribepod.errors import EndpointUnavailable, InvalidInput, ScribepodError
-from scribepod.models import Provider, Segment, Transcript, TranscriptionOptions
+from scribepod.models import Enrollment, Provider, Segment, SpeakerSample, Transcript, TranscriptionOptions
 from scribepod.redaction import redact, register_secret
 from scribepod.shards import (
     CombinedProgress,
@@ -61,6 +62,7 @@ from scribepod.shards import (
     shard_count,
 )
 from scribepod.usage import PriceTable, Tier, Usage, tier_from_env
+from scribepod.voices import Recording, SpeakerVoices, split_voices, wire_speakers
 
 log = logging.getLogger("scribepod")
 # RunPod takes an executionTimeout over 5 s and up to 7 days (the local endpoint holds it to the same).
@@ -119,6 +121,8 @@ class _ClientBase:
         # Estimated cost of each finished job, summed: `prices` else $SCRIBEPOD_PRICES' overrides of the shipped
         # table; `price_tier` else $SCRIBEPOD_PRICE_TIER, else flex.
         self.usage = Usage(prices or PriceTable.from_env(), price_tier or tier_from_env())
+        # Voiceprints of the recordings enrolled so far (by name and content), so none is sent twice; in memory only.
+        self._voiceprints: dict[str, SpeakerSample] = {}
 
     def __repr__(self) -> str:  # never shows the API key, nor a password in the base URL
         return f"{type(self).__name__}(base_url={redact(self.base_url or '')!r}, fallback={self.fallback!r})"
@@ -213,6 +217,38 @@ class _ClientBase:
             on_submitted=on_submitted,
         )
 
+    def forget_voiceprints(self) -> None:
+        """Drop the voiceprints this client remembers of recordings it enrolled (the next job enrols them again)."""
+        self._voiceprints.clear()
+
+    def _enrollment_body(self, recordings: Sequence[Recording]) -> tuple[dict[str, Any], list[PreparedAudio]]:
+        """An `enroll` job's body: each recording inline (compressed where large) or uploaded, all within /runsync's
+        limit."""
+        share = RUNSYNC_PAYLOAD_LIMIT // len(recordings)
+        prepared = [
+            prepare(recording.source, options_size=len(recording.name) + 32, limit=share, s3=self.s3)
+            for recording in recordings
+        ]
+        samples = [{"name": r.name, **audio.fields} for r, audio in zip(recordings, prepared, strict=True)]
+        return {"input": {"enroll": samples}}, prepared
+
+    def _to_enroll(self, options: dict[str, Any]) -> tuple[list[SpeakerSample | Recording], list[Recording]]:
+        """The job's speakers, and the recordings among them not enrolled yet (each once)."""
+        entries, recordings = split_voices(options["speakers"])
+        missing = {recording.key: recording for recording in recordings if recording.key not in self._voiceprints}
+        return entries, list(missing.values())
+
+    def _enrolled(self, recordings: Sequence[Recording], voices: Sequence[SpeakerSample]) -> None:
+        if len(voices) != len(recordings):
+            raise InvalidInput(f"the endpoint enrolled {len(voices)} voices for {len(recordings)} recordings")
+        for recording, voice in zip(recordings, voices, strict=True):
+            self._voiceprints[recording.key] = voice
+
+    def _with_voiceprints(
+        self, options: dict[str, Any], entries: Sequence[SpeakerSample | Recording]
+    ) -> dict[str, Any]:
+        return {**options, "speakers": wire_speakers(entries, self._voiceprints)}
+
     @staticmethod
     def _payload_limit(follows: bool) -> int:
         """A job nobody follows may go through /runsync (20 MB); one followed goes through /run (10 MB)."""
@@ -270,6 +306,8 @@ class _ClientBase:
         shard_count(shards, 1e9, workers=1)  # raises ValueError for anything but N >= 1 or "auto"
         if options.get("multichannel", False) is not False:
             raise ValueError("shards do not combine with multichannel: cutting mixes the channels to one")
+        if options.get("speakers") is not None:
+            raise ValueError("shards do not combine with speakers yet: transcribe the recording as one job")
         self._options(options)  # a typo fails here, before ffmpeg runs
         return read_bytes(source) if hasattr(source, "read") else source
 
@@ -351,7 +389,47 @@ class Client(_ClientBase):
             if on_segment is not None:
                 raise ValueError("on_segment does not combine with shards: each shard is its own job")
             return self._transcribe_sharded(source, shards, timeout, on_progress, options)
+        options = self._voices(options, timeout)
         return self._transcribe(source, timeout, on_progress, options, batch=False, on_segment=on_segment)
+
+    def enroll(self, samples: SpeakerVoices, *, timeout: float | None = None) -> list[SpeakerSample]:
+        """Voiceprints of voice samples, {name: recording}, each a few seconds to a minute of the person alone: pass
+        them as `speakers=` (or keep them with `save_voiceprints`). The worker keeps neither samples nor prints."""
+        entries, missing = self._to_enroll({"speakers": samples})
+        if missing:
+            self._enrolled(missing, self._enroll(missing, timeout))
+        return [self._voiceprints[entry.key] if isinstance(entry, Recording) else entry for entry in entries]
+
+    def _voices(self, options: dict[str, Any], timeout: float | None) -> dict[str, Any]:
+        """`speakers` as voiceprints, recordings enrolled first (once per client)."""
+        if options.get("speakers") is None:
+            return options
+        entries, missing = self._to_enroll(options)
+        if missing:
+            self._enrolled(missing, self._enroll(missing, timeout))
+        return self._with_voiceprints(options, entries)
+
+    def _enroll(self, recordings: Sequence[Recording], timeout: float | None) -> list[SpeakerSample]:
+        if self.fallback == "local_only":
+            assert self._local is not None
+            return self._local.enroll(recordings)
+        try:
+            body, prepared = self._enrollment_body(recordings)
+            try:
+                flow = _flows.run_and_wait(
+                    body, self._wait_seconds(timeout), None, self.provider, sync=True, read=enrollment_of
+                )
+                enrollment: Enrollment = self._drive(flow)
+            finally:
+                for audio in prepared:
+                    self._cleanup(audio)
+        except ScribepodError as error:
+            if self._should_fall_back(error):
+                assert self._local is not None
+                log.warning("endpoint failed enrolling voices (%s); enrolling locally", error)
+                return self._local.enroll(recordings)
+            raise
+        return enrollment.speakers
 
     def _transcribe_sharded(
         self,
@@ -450,7 +528,7 @@ class Client(_ClientBase):
 
     def submit(self, source: Source, *, execution_timeout: float | None = None, **options: Any) -> Job:
         """Queue a job (POST /run) and return its handle at once."""
-        clean, policy = self._options(options), self._policy(execution_timeout)
+        clean, policy = self._options(self._voices(options, None)), self._policy(execution_timeout)
         prepared = self._prepare(source, clean, RUN_PAYLOAD_LIMIT)
         state: JobState = self._drive(_flows.submit(self._body(prepared, clean, policy)))
         return Job(self, state, prepared)
@@ -468,6 +546,7 @@ class Client(_ClientBase):
         no submission is left uncertain for want of an answer."""
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        options = self._voices(options, None)  # once for all the jobs
 
         def one(source: Source) -> Transcript | ScribepodError:
             try:
@@ -619,7 +698,45 @@ class AsyncClient(_ClientBase):
             if on_segment is not None:
                 raise ValueError("on_segment does not combine with shards: each shard is its own job")
             return await self._transcribe_sharded(source, shards, timeout, on_progress, options)
+        options = await self._voices(options, timeout)
         return await self._transcribe(source, timeout, on_progress, options, batch=False, on_segment=on_segment)
+
+    async def enroll(self, samples: SpeakerVoices, *, timeout: float | None = None) -> list[SpeakerSample]:
+        """As `Client.enroll`."""
+        entries, missing = await asyncio.to_thread(self._to_enroll, {"speakers": samples})
+        if missing:
+            self._enrolled(missing, await self._enroll(missing, timeout))
+        return [self._voiceprints[entry.key] if isinstance(entry, Recording) else entry for entry in entries]
+
+    async def _voices(self, options: dict[str, Any], timeout: float | None) -> dict[str, Any]:
+        if options.get("speakers") is None:
+            return options
+        entries, missing = await asyncio.to_thread(self._to_enroll, options)
+        if missing:
+            self._enrolled(missing, await self._enroll(missing, timeout))
+        return self._with_voiceprints(options, entries)
+
+    async def _enroll(self, recordings: Sequence[Recording], timeout: float | None) -> list[SpeakerSample]:
+        if self.fallback == "local_only":
+            assert self._local is not None
+            return await asyncio.to_thread(self._local.enroll, recordings)
+        try:
+            body, prepared = await asyncio.to_thread(self._enrollment_body, recordings)
+            try:
+                flow = _flows.run_and_wait(
+                    body, self._wait_seconds(timeout), None, self.provider, sync=True, read=enrollment_of
+                )
+                enrollment: Enrollment = await self._drive(flow)
+            finally:
+                for audio in prepared:
+                    await asyncio.to_thread(self._cleanup, audio)
+        except ScribepodError as error:
+            if self._should_fall_back(error):
+                assert self._local is not None
+                log.warning("endpoint failed enrolling voices (%s); enrolling locally", error)
+                return await asyncio.to_thread(self._local.enroll, recordings)
+            raise
+        return enrollment.speakers
 
     async def _transcribe_sharded(
         self,
@@ -710,7 +827,7 @@ class AsyncClient(_ClientBase):
         return self.usage.record(transcript)
 
     async def submit(self, source: Source, *, execution_timeout: float | None = None, **options: Any) -> AsyncJob:
-        clean, policy = self._options(options), self._policy(execution_timeout)
+        clean, policy = self._options(await self._voices(options, None)), self._policy(execution_timeout)
         prepared = await asyncio.to_thread(self._prepare, source, clean, RUN_PAYLOAD_LIMIT)
         state: JobState = await self._drive(_flows.submit(self._body(prepared, clean, policy)))
         return AsyncJob(self, state, prepared)
@@ -723,6 +840,7 @@ class AsyncClient(_ClientBase):
     ) -> list[Transcript | ScribepodError]:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
+        options = await self._voices(options, None)
         gate = asyncio.Semaphore(concurrency)
 
         async def one(source: Source) -> Transcript | ScribepodError:

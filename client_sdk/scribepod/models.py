@@ -6,6 +6,7 @@ responses are lenient (fields added by a newer worker are kept, not rejected), s
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Literal
 
@@ -18,6 +19,12 @@ Task = Literal["transcribe", "translate"]
 # Most channels a multichannel job takes: each is a full transcription pass and a full-length buffer (7.1 is 8).
 MAX_CHANNELS = 8
 MAX_CHANNEL_NAME = 64
+# Most voice samples or voiceprints one job may enrol, and the longest vector a voiceprint may hold (CAM++ gives
+# 192 values, pyannote's WeSpeaker 256).
+MAX_ENROLLED = 32
+MAX_VOICEPRINT_VALUES = 4096
+# Labels the worker gives unnamed speakers: an enrolled name must not look like one.
+_SPEAKER_LABEL = re.compile(r"SPEAKER_\d+")
 
 ErrorCode = Literal[
     "invalid_input",
@@ -27,6 +34,63 @@ ErrorCode = Literal[
     "model_unavailable",
     "internal",
 ]
+
+
+def _check_name(name: str) -> str:
+    """A channel's or an enrolled speaker's name labels words in every format: it must say something."""
+    if not name.strip() or name != name.strip() or len(name) > MAX_CHANNEL_NAME:
+        raise ValueError(f"each name must be 1 to {MAX_CHANNEL_NAME} characters without leading or trailing spaces")
+    if not name.isprintable():
+        raise ValueError("names must not contain control characters")
+    return name
+
+
+class Voiceprint(BaseModel):
+    """A voice as a diarizer's embedding model sees it: the unit-length mean of its embeddings of a sample's speech.
+
+    It compares only with voices embedded by the same `embedding_model`, so the worker refuses one made by
+    another. It says how a voice sounds to that model, not what was said, and cannot be played back."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    embedding_model: str = Field(min_length=1, max_length=200)
+    vector: list[float] = Field(min_length=1, max_length=MAX_VOICEPRINT_VALUES)
+    seconds: float | None = Field(default=None, ge=0.0, allow_inf_nan=False)
+    """The speech it was made from, in seconds."""
+
+    @field_validator("vector")
+    @classmethod
+    def _usable_vector(cls, vector: list[float]) -> list[float]:
+        if not all(math.isfinite(value) for value in vector):
+            raise ValueError("every value must be a finite number")
+        if not any(vector):
+            raise ValueError("must not be all zeros")
+        return vector
+
+
+class SpeakerSample(BaseModel):
+    """A person to recognise by name: a recording of their voice (a few seconds to a minute of them alone), or the
+    voiceprint an enrolment made of one (`enroll`), so the same recording is never sent twice."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    name: str
+    audio: str | None = Field(default=None, min_length=1)
+    audio_base64: str | None = Field(default=None, min_length=1)
+    voiceprint: Voiceprint | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _speaker_name(cls, name: str) -> str:
+        if _SPEAKER_LABEL.fullmatch(_check_name(name)):
+            raise ValueError("must not look like a label the worker gives unnamed speakers (SPEAKER_00, ...)")
+        return name
+
+    @model_validator(mode="after")
+    def _one_voice(self) -> SpeakerSample:
+        if sum(value is not None for value in (self.audio, self.audio_base64, self.voiceprint)) != 1:
+            raise ValueError("give exactly one of `audio`, `audio_base64` and `voiceprint`")
+        return self
 
 
 class TranscriptionOptions(BaseModel):
@@ -66,6 +130,12 @@ class TranscriptionOptions(BaseModel):
     # when the input is stereo and its channels differ (`Transcript.channels` says what was decided).
     multichannel: bool | Literal["auto"] = False
     channel_names: list[str] | None = Field(default=None, min_length=1, max_length=MAX_CHANNELS)
+    # People to recognise: a speaker whose voice matches one of these takes its name instead of SPEAKER_xx
+    # (`Speaker.match` says which sample and how close). Several samples may share a name (one person).
+    speakers: list[SpeakerSample] | None = Field(default=None, min_length=1, max_length=MAX_ENROLLED)
+    # The least cosine similarity at which a speaker takes an enrolled name (None: the worker's default, which the
+    # output's `identification.threshold` gives). Higher: fewer wrong names, more speakers left SPEAKER_xx.
+    speaker_threshold: float | None = Field(default=None, ge=-1.0, le=1.0, allow_inf_nan=False)
 
     @field_validator("multichannel", mode="before")
     @classmethod
@@ -80,12 +150,7 @@ class TranscriptionOptions(BaseModel):
     def _distinct_names(cls, names: list[str] | None) -> list[str] | None:
         """Each name labels one channel's speaker: it must say something, and two channels never share one."""
         for name in names or []:
-            if not name.strip() or name != name.strip() or len(name) > MAX_CHANNEL_NAME:
-                raise ValueError(
-                    f"each name must be 1 to {MAX_CHANNEL_NAME} characters without leading or trailing spaces"
-                )
-            if not name.isprintable():
-                raise ValueError("names must not contain control characters")
+            _check_name(name)
         if names is not None and len(set(names)) != len(names):
             raise ValueError("two channels must not have the same name")
         return names
@@ -115,6 +180,10 @@ class TranscriptionOptions(BaseModel):
                 raise ValueError("num_speakers: must not be greater than max_speakers")
         if self.return_embeddings and not self.diarize:
             raise ValueError("return_embeddings: needs diarize (the embeddings are the diarizer's)")
+        if self.speaker_threshold is not None and self.speakers is None:
+            raise ValueError("speaker_threshold: needs speakers (it is the least similarity to an enrolled voice)")
+        if self.speakers is not None and not self.diarize:
+            raise ValueError("speakers: needs diarize (voices are recognised among the diarizer's speakers)")
         if len(set(self.output_formats)) != len(self.output_formats):
             raise ValueError("output_formats: must not repeat a format")
         return self._check_multichannel()
@@ -124,6 +193,8 @@ class TranscriptionOptions(BaseModel):
         options are refused rather than ignored (`diarize` itself, true by default, is not applied)."""
         if self.channel_names is not None and self.multichannel is False:
             raise ValueError('channel_names: needs multichannel (true or "auto")')
+        if self.speakers is not None and self.multichannel is not False:
+            raise ValueError("speakers: not with multichannel (its speakers are channels; name them in channel_names)")
         if self.return_embeddings and self.multichannel is not False:
             raise ValueError("return_embeddings: not with multichannel (its speakers are channels, not voices)")
         if self.multichannel is True:
@@ -151,6 +222,22 @@ class TranscriptionRequest(TranscriptionOptions):
     def options(self) -> TranscriptionOptions:
         """The options without the audio source (what the engine needs once the audio is decoded)."""
         return TranscriptionOptions.model_validate(self.model_dump(exclude={"audio", "audio_base64"}))
+
+
+class EnrollmentRequest(BaseModel):
+    """A job's `input` that enrols voices instead of transcribing: each sample's voiceprint comes back, to send as
+    `speakers` in later jobs."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    enroll: list[SpeakerSample] = Field(min_length=1, max_length=MAX_ENROLLED)
+
+    @field_validator("enroll")
+    @classmethod
+    def _recordings(cls, samples: list[SpeakerSample]) -> list[SpeakerSample]:
+        if any(sample.voiceprint is not None for sample in samples):
+            raise ValueError("give recordings (`audio` or `audio_base64`): a voiceprint is enrolled already")
+        return samples
 
 
 class _Response(BaseModel):
@@ -181,6 +268,33 @@ class Speaker(_Response):
     duration: float
     embedding: list[float] | None = None
     """With `return_embeddings`: the unit-length centroid of the speaker's voice embeddings (`embedding_model`'s)."""
+    match: SpeakerMatch | None = None
+    """With `speakers` in the request: the enrolled voice this speaker was recognised as (`id` is then its name)."""
+    similarities: dict[str, float] | None = None
+    """With `speakers` in the request: the speaker's similarity to each enrolled name (its best sample)."""
+
+
+class SpeakerMatch(_Response):
+    """The enrolled voice a speaker was recognised as."""
+
+    name: str
+    sample: int
+    """The index in the request's `speakers` of the sample or voiceprint that matched best."""
+    similarity: float
+    """Cosine similarity of the speaker's voice to that sample's (1: the same direction); at least
+    `Identification.threshold`."""
+
+
+class Identification(_Response):
+    """With `speakers` in the request: how speakers were matched to the enrolled voices."""
+
+    threshold: float
+    """The least similarity at which a speaker takes an enrolled name."""
+    embedding_model: str
+    enrolled: list[str]
+    """The names asked for, in the request's order, each once."""
+    not_found: list[str] = Field(default_factory=list)
+    """Enrolled names no speaker matched."""
 
 
 class Turn(_Response):
@@ -202,8 +316,9 @@ class Channels(_Response):
     """With "auto" on stereo: the share of speech frames in which one channel is at least 10 dB louder than the
     other; "auto" goes multichannel at 0.5 or more when each channel leads in 2% of them (see docs/contract.md)."""
     crosstalk_words_dropped: int = 0
-    """Words dropped as cross-talk: the same word at the same time louder on another channel, or any word over
-    which another channel is 12 dB louder (the other side's voice heard through this side's microphone)."""
+    """Words dropped as cross-talk: the copy of a word two channels heard at the same time that is less loud on its
+    own channel (unless each is 6 dB louder on its own side: two people said it), or any word over which another
+    channel is 12 dB louder (the other side's voice heard through this side's microphone)."""
 
 
 Provider = Literal["runpod", "endpoint", "local"]
@@ -246,6 +361,7 @@ class Transcript(_Response):
     diarizer: str | None = None
     embedding_model: str | None = None  # the model behind `speakers[].embedding`; centroids of others do not compare
     channels: Channels | None = None  # with `multichannel`: what was decided; null for other jobs
+    identification: Identification | None = None  # with `speakers`: how speakers were matched to enrolled voices
     timings: dict[str, float] = Field(default_factory=dict)
     formats: dict[str, str] = Field(default_factory=dict)
     job: JobInfo | None = None
@@ -264,6 +380,15 @@ class Transcript(_Response):
 
     def render(self, fmt: OutputFormat) -> str:
         return formats.render(self, fmt)
+
+
+class Enrollment(_Response):
+    """An enrolment job's `output`: `speakers` holds one voiceprint per sample, in order, ready to send as a later
+    job's `speakers`."""
+
+    speakers: list[SpeakerSample]
+    embedding_model: str
+    timings: dict[str, float] = Field(default_factory=dict)
 
 
 class ProgressUpdate(_Response):

@@ -20,7 +20,9 @@ log = logging.getLogger("scribepod_worker")
 def _print_transcript(job: dict[str, Any]) -> dict[str, Any]:
     """Local test mode: run the job and also print the transcript for a person to read."""
     output = handler.handle(job)
-    if "error" not in output:
+    if "error" not in output and "speakers" in output and "text" not in output:  # an `enroll` job's voiceprints
+        print(f"\n--- enrolled: {', '.join(voice['name'] for voice in output['speakers'])}\n", flush=True)
+    elif "error" not in output:
         transcript = Transcript.model_validate(output)
         speakers = ", ".join(f"{s.id} {s.duration:.1f}s" for s in transcript.speakers) or "not diarized"
         print(f"\n--- transcript: {transcript.duration:.1f}s, language {transcript.language}, speakers: {speakers}")
@@ -55,7 +57,10 @@ def _check_test_input(argv: list[str]) -> None:
     if not isinstance(job, dict) or not isinstance(job.get("input"), dict):
         sys.exit(f'{where} must be a job object with an "input" object: \'{{"input": {{"audio": "..."}}}}\'')
     try:
-        handler.parse_input(job["input"])
+        if "enroll" in job["input"]:
+            handler.parse_enrollment(job["input"])
+        else:
+            handler.parse_input(job["input"])
     except WorkerError as error:
         sys.exit(f"{where} is not a valid job: {error.message}")
 

@@ -24,18 +24,25 @@ class Attribution:
     turns: list[Turn]
 
 
-def speaker_names(turns: Sequence[SpeakerTurn]) -> dict[str, str]:
-    """The backend's labels -> SPEAKER_00, SPEAKER_01, ... by first appearance (turns of no length do not count)."""
+def speaker_names(turns: Sequence[SpeakerTurn], recognised: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The backend's labels -> the enrolled name `recognised` gives a label, else SPEAKER_00, SPEAKER_01, ... by
+    first appearance among the others (turns of no length do not count)."""
     names: dict[str, str] = {}
+    unnamed = 0
     for turn in sorted(turns, key=lambda t: (t.start, t.end)):
-        if turn.end > turn.start:
-            names.setdefault(turn.speaker, f"SPEAKER_{len(names):02d}")
+        if turn.end <= turn.start or turn.speaker in names:
+            continue
+        if recognised is not None and turn.speaker in recognised:
+            names[turn.speaker] = recognised[turn.speaker]
+        else:
+            names[turn.speaker] = f"SPEAKER_{unnamed:02d}"
+            unnamed += 1
     return names
 
 
-def relabel(turns: Sequence[SpeakerTurn]) -> list[Turn]:
+def relabel(turns: Sequence[SpeakerTurn], recognised: Mapping[str, str] | None = None) -> list[Turn]:
     """Sort turns and rename the backend's labels as `speaker_names` does; turns of no length go."""
-    names = speaker_names(turns)
+    names = speaker_names(turns, recognised)
     return [
         Turn(start=round(turn.start, 3), end=round(turn.end, 3), speaker=names[turn.speaker])
         for turn in sorted(turns, key=lambda t: (t.start, t.end))
@@ -111,11 +118,13 @@ def attribute_speakers(
     segments: Sequence[AsrSegment],
     turns: Sequence[SpeakerTurn] | None,
     centroids: Mapping[str, np.ndarray] | None = None,
+    recognised: Mapping[str, str] | None = None,
 ) -> Attribution:
     """Label words and segments with speakers; `turns=None` means diarization was off (speakers stay null).
 
-    `centroids` (backend label -> unit-length voice centroid), when given, become the speakers' `embedding`s."""
-    labelled = relabel(turns) if turns is not None else []
+    `centroids` (backend label -> unit-length voice centroid), when given, become the speakers' `embedding`s;
+    `recognised` (backend label -> enrolled name) names the speakers it holds (see `speaker_names`)."""
+    labelled = relabel(turns, recognised) if turns is not None else []
     index = _TurnIndex(labelled)
     out: list[Segment] = []
     for source in segments:
@@ -138,7 +147,7 @@ def attribute_speakers(
     ordered = _without_overlaps(sorted(out, key=lambda s: s.start))
     embeddings = {}
     if turns is not None and centroids is not None:
-        names = speaker_names(turns)
+        names = speaker_names(turns, recognised)
         embeddings = {names[label]: centroid for label, centroid in centroids.items() if label in names}
     return Attribution(segments=ordered, speakers=_speaker_totals(labelled, embeddings), turns=labelled)
 

@@ -17,13 +17,26 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from scribepod.models import Channels, Segment, Transcript, TranscriptionOptions, TranscriptionRequest
+from scribepod.models import (
+    Channels,
+    Enrollment,
+    EnrollmentRequest,
+    Segment,
+    Speaker,
+    SpeakerSample,
+    Transcript,
+    TranscriptionOptions,
+    TranscriptionRequest,
+    Voiceprint,
+)
 from scribepod_worker import transcribe as asr
-from scribepod_worker.attribute import attribute_speakers, channel_attribution, provisional_segments
+from scribepod_worker.attribute import attribute_speakers, channel_attribution, provisional_segments, speaker_names
 from scribepod_worker.channels import decode_channels, remove_crosstalk
 from scribepod_worker.config import WorkerSettings
 from scribepod_worker.decode import SAMPLE_RATE, decode_audio
 from scribepod_worker.diarize import Diarization, Diarizer, SpeakerCountHint, default_diarizer_name, load_diarizer
+from scribepod_worker.errors import WorkerError
+from scribepod_worker.identify import MAX_SAMPLE_S, EnrolledVoice, Recognition, enrolled_voice, recognise, voiceprint
 from scribepod_worker.sources import materialize
 from scribepod_worker.stop import StopSignal
 
@@ -107,6 +120,11 @@ class Engine:
         started = time.perf_counter()
         options = request.options()
         model = self._load_model(options)  # a missing model fails before gigabytes are fetched
+        voices = None
+        if options.speakers is not None:  # before the audio: a bad sample fails the job before hours are decoded
+            _report(progress, "enroll", 0.0)
+            voices = self._enrolled_voices(options.speakers, s3_config, stop)
+        enroll_seconds = time.perf_counter() - started
         _report(progress, "decode", 0.0)
         low, _ = _ASR_SPAN
 
@@ -127,13 +145,15 @@ class Engine:
             else:  # `multichannel` true or "auto": `decoded.multichannel` says which it became
                 decoded = decode_channels(path, options, limit, report_decode, stop=stop)
                 audio = decoded.audio[0]
-        decode_seconds = time.perf_counter() - started
+        earlier = {"decode": round(time.perf_counter() - started - enroll_seconds, 3)}
+        if voices is not None:
+            earlier["enroll"] = round(enroll_seconds, 3)
         if decoded is not None and decoded.multichannel:
             return self._transcribe_channels(
-                decoded.audio, decoded.info, options, model, progress, stop=stop, decode_seconds=decode_seconds
+                decoded.audio, decoded.info, options, model, progress, stop=stop, earlier=earlier
             )
         transcript = self._transcribe(
-            audio, options, model, progress, stop=stop, on_segments=on_segments, decode_seconds=decode_seconds
+            audio, options, model, progress, stop=stop, on_segments=on_segments, earlier=earlier, voices=voices
         )
         if decoded is not None:
             transcript.channels = decoded.info
@@ -148,17 +168,17 @@ class Engine:
         progress: ProgressCallback | None,
         *,
         stop: StopSignal | None,
-        decode_seconds: float,
+        earlier: dict[str, float],
     ) -> Transcript:
         """ASR on each channel in turn (VAD per channel), cross-talk removed, segments merged into one timeline.
 
         Words are always timed here, since cross-talk is found word by word; `word_timestamps: false` only leaves
         them out of the output. Diarization does not run: each channel is one speaker. No live segments are sent:
         the channels are transcribed one after another, so a live timeline would go back in time."""
-        started = time.perf_counter() - decode_seconds
+        started = time.perf_counter() - sum(earlier.values())
         model_name, model = named_model
         timed = options.model_copy(update={"word_timestamps": True})
-        timings: dict[str, float] = {"decode": round(decode_seconds, 3)}
+        timings = dict(earlier)
         low, high = _ASR_SPAN
         results: list[asr.AsrResult] = []
         asr_seconds = 0.0
@@ -221,9 +241,70 @@ class Engine:
         stop: StopSignal | None = None,
     ) -> Transcript:
         """Transcribe (and diarize) 16 kHz mono float32 audio that is already in memory."""
+        voices = self._enrolled_voices(options.speakers, None, stop) if options.speakers is not None else None
         return self._transcribe(
-            audio, options, self._load_model(options), progress, stop=stop, on_segments=None, decode_seconds=0.0
+            audio,
+            options,
+            self._load_model(options),
+            progress,
+            stop=stop,
+            on_segments=None,
+            earlier={"decode": 0.0},
+            voices=voices,
         )
+
+    def enroll(
+        self, request: EnrollmentRequest, *, s3_config: Mapping[str, Any] | None = None, stop: StopSignal | None = None
+    ) -> Enrollment:
+        """Each sample's voiceprint (an `enroll` job), to send as `speakers` in later jobs instead of the audio."""
+        started = time.perf_counter()
+        enrolled = [
+            SpeakerSample(name=sample.name, voiceprint=self._voiceprint(sample, f"enroll.{index}", s3_config, stop))
+            for index, sample in enumerate(request.enroll)
+        ]
+        return Enrollment(
+            speakers=enrolled,
+            embedding_model=self.diarizer().embedding_model,
+            timings={"enroll": round(time.perf_counter() - started, 3)},
+        )
+
+    def _enrolled_voices(
+        self, samples: list[SpeakerSample], s3_config: Mapping[str, Any] | None, stop: StopSignal | None
+    ) -> list[EnrolledVoice]:
+        """The request's `speakers` as voiceprints: recordings are enrolled now, voiceprints checked."""
+        diarizer = self.diarizer()
+        voices = []
+        for index, sample in enumerate(samples):
+            print_ = sample.voiceprint or self._voiceprint(sample, f"speakers.{index}", s3_config, stop)
+            voices.append(enrolled_voice(sample.name, index, print_, diarizer))
+        return voices
+
+    def _voiceprint(
+        self, sample: SpeakerSample, field: str, s3_config: Mapping[str, Any] | None, stop: StopSignal | None
+    ) -> Voiceprint:
+        """Fetch and decode one voice sample and make its voiceprint; the audio is gone when this returns."""
+        limit = min(MAX_SAMPLE_S, self.settings.max_audio_seconds)
+        try:
+            with materialize(
+                audio=sample.audio,
+                audio_base64=sample.audio_base64,
+                settings=self.settings,
+                s3_config=s3_config,
+                stop=stop,
+            ) as path:
+                audio = decode_audio(path, limit, stop=stop)
+        except WorkerError as error:  # name the sample, not the job's audio
+            given = f"{field}.{'audio' if sample.audio is not None else 'audio_base64'}"
+            if error.code == "audio_too_long":
+                message = f"a voice sample may last {limit:.0f} s (a minute of the person speaking alone is plenty)"
+                raise WorkerError(error.code, f"{given}: {message}", given) from None
+            raise WorkerError(error.code, f"{given}: {error.message}", given) from None
+
+        def check_stop(fraction: float) -> None:
+            if stop is not None:
+                stop.check()
+
+        return voiceprint(self.diarizer(), audio, field, progress=check_stop)
 
     def _load_model(self, options: TranscriptionOptions) -> tuple[str, Any]:
         """Check the task against the model's name, load it (cached), check the task against what the loaded model
@@ -244,13 +325,14 @@ class Engine:
         *,
         stop: StopSignal | None,
         on_segments: SegmentsCallback | None,
-        decode_seconds: float,
+        earlier: dict[str, float],
+        voices: list[EnrolledVoice] | None = None,
     ) -> Transcript:
-        started = time.perf_counter() - decode_seconds
+        started = time.perf_counter() - sum(earlier.values())
         model_name, model = named_model
         diarizer = self.diarizer() if options.diarize else None
         hint = SpeakerCountHint(options.num_speakers, options.min_speakers, options.max_speakers)
-        timings: dict[str, float] = {"decode": round(decode_seconds, 3)}
+        timings = dict(earlier)
 
         # ASR and diarization run on two threads: both spend their time in native code that releases the GIL. This
         # thread supervises them: it reports their progress (so every report comes from the job's thread), and on a
@@ -293,11 +375,19 @@ class Engine:
         _report(progress, "render", _RENDER_AT)
         if not result.segments and diarization is not None:
             diarization = Diarization([])  # no speech: the contract promises empty turns, not diarized noise
+        recognition = None
+        if voices is not None and diarizer is not None and diarization is not None:
+            spoken = {turn.speaker for turn in diarization.turns if turn.end > turn.start}
+            centroids = {label: vector for label, vector in diarization.centroids.items() if label in spoken}
+            recognition = recognise(centroids, voices, diarizer.embedding_model, options.speaker_threshold)
         attributed = attribute_speakers(
             result.segments,
             diarization.turns if diarization is not None else None,
             diarization.centroids if diarization is not None and options.return_embeddings else None,
+            recognition.names if recognition is not None else None,
         )
+        if recognition is not None and diarization is not None:
+            _describe_recognition(attributed.speakers, speaker_names(diarization.turns, recognition.names), recognition)
         embedded = any(speaker.embedding is not None for speaker in attributed.speakers)
         transcript = Transcript(
             text=" ".join(segment.text for segment in attributed.segments if segment.text).strip(),
@@ -312,6 +402,7 @@ class Engine:
             gpu=self.gpu,
             diarizer=diarizer.name if diarizer is not None else None,
             embedding_model=diarizer.embedding_model if diarizer is not None and embedded else None,
+            identification=recognition.identification if recognition is not None else None,
             timings=timings,
         )
         return _finished(transcript, options, started, progress)
@@ -404,6 +495,15 @@ def _diarize(
     diarization = diarizer.diarize(audio, hint, progress=diarized.update)
     timings["diarize"] = round(time.perf_counter() - started, 3)
     return diarization
+
+
+def _describe_recognition(speakers: list[Speaker], names: Mapping[str, str], recognition: Recognition) -> None:
+    """Each speaker's match and similarities, found by the diarizer's label behind its final name."""
+    label_of = {name: label for label, name in names.items()}
+    for speaker in speakers:
+        label = label_of[speaker.id]
+        speaker.match = recognition.matches.get(label)
+        speaker.similarities = recognition.similarities.get(label)
 
 
 def _finished(

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from scribepod.models import Segment, Transcript, TranscriptionRequest
+from scribepod.models import EnrollmentRequest, Segment, Transcript, TranscriptionRequest
 from scribepod.redaction import redact
 from scribepod_worker import compat
 from scribepod_worker.engine import Engine, ProgressCallback
@@ -140,11 +140,16 @@ def release_memory() -> None:
 
 
 def run_job(job: dict[str, Any], updates: UpdateCallback | None, stop: StopSignal | None = None) -> dict[str, Any]:
-    """The job's output: ours, plus the official worker's keys when the input was written for it (see `compat`)."""
-    request, asked = parse_input(job.get("input"))
+    """The job's output: ours, plus the official worker's keys when the input was written for it (see `compat`);
+    an `enroll` job's voiceprints."""
+    job_input = job.get("input")
     s3_config = job.get("s3Config")
     if s3_config is not None and not isinstance(s3_config, dict):
         raise WorkerError("invalid_input", f"s3Config must be a JSON object, not {_json_type(s3_config)}", "s3Config")
+    if isinstance(job_input, dict) and "enroll" in job_input:
+        enrollment = get_engine().enroll(parse_enrollment(job_input), s3_config=s3_config, stop=stop)
+        return enrollment.model_dump(mode="json", exclude_none=True)
+    request, asked = parse_input(job_input)
     engine = get_engine()
     live = JobUpdates(updates) if updates is not None else None
     progress: ProgressCallback | None = live.progress if live is not None else None
@@ -184,12 +189,24 @@ def parse_input(job_input: Any) -> tuple[TranscriptionRequest, compat.OfficialRe
     return request, asked
 
 
+def parse_enrollment(job_input: dict[str, Any]) -> EnrollmentRequest:
+    """An `enroll` job's input checked against the contract, every invalid field named (never the audio)."""
+    try:
+        return EnrollmentRequest.model_validate(job_input)
+    except ValidationError as error:
+        raise WorkerError.invalid_fields(validation_problems(error), job_input) from None
+
+
 def _output(transcript: Transcript) -> dict[str, Any]:
-    """The contract's JSON; without embeddings or channels (not asked for) their keys are left out, as before those
-    options existed, so the output of existing callers does not change."""
+    """The contract's JSON; without embeddings, channels or enrolled speakers (not asked for) their keys are left
+    out, as before those options existed, so the output of existing callers does not change."""
     output = transcript.model_dump(mode="json", exclude={"job"})
     if transcript.channels is None:  # only a job that asked for `multichannel` says what was decided
         del output["channels"]
+    if transcript.identification is None:  # only a job that enrolled `speakers` says how they matched
+        del output["identification"]
+        for speaker in output["speakers"]:
+            del speaker["match"], speaker["similarities"]
     if transcript.embedding_model is None:  # the engine sets it whenever a speaker has an embedding
         del output["embedding_model"]
         for speaker in output["speakers"]:

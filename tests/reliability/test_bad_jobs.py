@@ -57,7 +57,12 @@ BAD_JOBS: list[tuple[str, Any, str, str | None]] = [
     ("unsupported scheme", {"id": "j", "input": {"audio": "ftp://example.com/a.wav"}}, "invalid_input", "audio"),
     ("URL without host", {"id": "j", "input": {"audio": "https:///a.wav"}}, "invalid_input", "audio"),
     ("s3 URI without key", {"id": "j", "input": {"audio": "s3://bucket"}}, "invalid_input", "audio"),
-    ("unknown field", {"id": "j", "input": {"audio_base64": GOOD_AUDIO, "speakers": 2}}, "invalid_input", "speakers"),
+    (
+        "unknown field",
+        {"id": "j", "input": {"audio_base64": GOOD_AUDIO, "speaker_count": 2}},
+        "invalid_input",
+        "speaker_count",
+    ),
     (
         "count is a string",
         {"id": "j", "input": {"audio_base64": GOOD_AUDIO, "num_speakers": "two"}},

@@ -1,0 +1,154 @@
+"""Named speakers through the SDK and the CLI, against the local endpoint running the real worker.
+
+MEE009 and MEE012 are enrolled from their own speech in ami_dev00 (tests/voices.py) and named in ami_dev00 and
+ami_dev01 (see tests/test_speakers.py for why not both are named in ami_dev01).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import stat
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+import soundfile
+
+from scribepod import AsyncClient, Client, JobFailed, load_voiceprints, save_voiceprints
+from scribepod.cli import main
+from scribepod.errors import InvalidInput
+from scribepod.models import Voiceprint
+from voices import RATE, speech_alone
+
+from conftest import realspeech
+from scoring import read_rttm
+
+PAIR = ("MEE009", "MEE012")
+
+
+@pytest.fixture(scope="module")
+def sample_files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Each person's own speech in ami_dev00, as a WAV file a caller would enrol."""
+    audio, _ = soundfile.read(realspeech("ami_dev00.wav"), dtype="float32")
+    turns = read_rttm(realspeech("ami_dev00.rttm"))
+    folder = tmp_path_factory.mktemp("voices")
+    files = {}
+    for who in PAIR:
+        files[who] = folder / f"{who}.wav"
+        soundfile.write(files[who], speech_alone(np.asarray(audio), turns, who), RATE, subtype="PCM_16")
+    return files
+
+
+class Bodies:
+    """The JSON bodies a client POSTs, seen as they leave."""
+
+    def __init__(self) -> None:
+        self.sent: list[dict[str, object]] = []
+
+    def __call__(self, request: httpx.Request) -> None:
+        if request.method == "POST" and request.content:
+            self.sent.append(json.loads(request.content)["input"])
+
+    def enrolments(self) -> list[dict[str, object]]:
+        return [body for body in self.sent if "enroll" in body]
+
+
+@pytest.fixture
+def watched(endpoint: str) -> Iterator[tuple[Client, Bodies]]:
+    bodies = Bodies()
+    with Client(base_url=endpoint, timeout=120) as client:
+        client._http.event_hooks["request"] = [bodies]
+        yield client, bodies
+
+
+def named(speakers: list[object]) -> list[str]:
+    return sorted(speaker.id for speaker in speakers if getattr(speaker, "match", None) is not None)  # type: ignore[attr-defined]
+
+
+def test_recordings_are_enrolled_once_and_name_the_speakers(
+    watched: tuple[Client, Bodies], sample_files: dict[str, Path], tmp_path: Path
+) -> None:
+    client, bodies = watched
+    voices = {who: str(path) for who, path in sample_files.items()}
+    later = client.transcribe(realspeech("ami_dev01.wav"), speakers=voices)
+    assert "MEE009" in named(later.speakers)
+    enrolments = bodies.enrolments()
+    assert len(enrolments) == 1 and [sample["name"] for sample in enrolments[0]["enroll"]] == list(PAIR)  # type: ignore[union-attr]
+    job = bodies.sent[-1]
+    assert all(set(voice) == {"name", "voiceprint"} for voice in job["speakers"])  # type: ignore[union-attr]
+
+    same = client.transcribe(realspeech("ami_dev00.wav"), speakers=voices)
+    assert named(same.speakers) == sorted(PAIR)
+    assert len(bodies.enrolments()) == 1  # the same recordings are not sent again
+    enrolled = client.enroll(voices)
+    assert len(bodies.enrolments()) == 1 and [voice.name for voice in enrolled] == list(PAIR)
+    client.forget_voiceprints()
+    assert client.enroll({"MEE009": voices["MEE009"]})[0].voiceprint == enrolled[0].voiceprint
+    assert len(bodies.enrolments()) == 2
+
+    saved = tmp_path / "voices.json"
+    save_voiceprints(saved, enrolled)
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o600
+    assert load_voiceprints(saved) == enrolled
+    with Client(base_url=client.base_url, timeout=120) as fresh:
+        fresh_bodies = Bodies()
+        fresh._http.event_hooks["request"] = [fresh_bodies]
+        again = fresh.transcribe(realspeech("ami_dev00.wav"), speakers=load_voiceprints(saved))
+    assert [(s.id, s.duration) for s in again.speakers] == [(s.id, s.duration) for s in same.speakers]
+    assert fresh_bodies.enrolments() == []
+
+
+def test_a_bad_sample_fails_before_the_recording_is_sent(watched: tuple[Client, Bodies], tmp_path: Path) -> None:
+    client, bodies = watched
+    quiet = tmp_path / "quiet.wav"
+    soundfile.write(quiet, np.zeros(4 * RATE, dtype=np.float32), RATE)
+    with pytest.raises(JobFailed) as failure:
+        client.transcribe(realspeech("ami_dev00.wav"), speakers={"Quiet": quiet})
+    assert (failure.value.code, failure.value.field) == ("invalid_input", "enroll.0")
+    assert all("enroll" in body for body in bodies.sent)  # the recording itself was never sent
+    with pytest.raises(InvalidInput, match=r"speakers\.0\.name"):
+        client.transcribe(
+            realspeech("ami_dev00.wav"), speakers={"SPEAKER_01": Voiceprint(embedding_model="m", vector=[1.0])}
+        )
+    with pytest.raises(ValueError, match="shards do not combine with speakers"):
+        client.transcribe(realspeech("ami_dev00.wav"), speakers={"A": quiet}, shards=2)
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"version": 1, "voiceprints": [{"name": "A", "audio": "x.wav"}]}')
+    with pytest.raises(InvalidInput, match="not only voiceprints"):
+        load_voiceprints(broken)
+
+
+def test_the_async_client_names_speakers_too(endpoint: str, sample_files: dict[str, Path]) -> None:
+    async def run() -> list[str]:
+        async with AsyncClient(base_url=endpoint, timeout=120) as client:
+            enrolled = await client.enroll({who: path for who, path in sample_files.items()})
+            transcript = await client.transcribe(realspeech("ami_dev00.wav"), speakers=enrolled)
+            return named(transcript.speakers)
+
+    assert asyncio.run(run()) == sorted(PAIR)
+
+
+def test_the_cli_enrols_voices_and_names_speakers(
+    endpoint: str, sample_files: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    saved = tmp_path / "voices.json"
+    samples = [f"{who}={path}" for who, path in sample_files.items()]
+    assert main(["--base-url", endpoint, "enroll", *samples, "--out", str(saved)]) == 0
+    assert "wrote 2 voiceprints" in capsys.readouterr().err
+    code = main(["--base-url", endpoint, "transcribe", str(realspeech("ami_dev00.wav")), "--voiceprints", str(saved)])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "MEE009" in text and "MEE012" in text and "SPEAKER_" not in text
+    with pytest.raises(SystemExit) as usage:
+        main(["--base-url", endpoint, "enroll", "Alice", "--out", str(saved)])
+    assert usage.value.code == 2
+
+
+def test_local_inference_enrols_and_names_speakers(sample_files: dict[str, Path], local_model: None) -> None:
+    with Client(fallback="local_only") as local:
+        transcript = local.transcribe(realspeech("ami_dev00.wav"), speakers=sample_files)
+    assert named(transcript.speakers) == sorted(PAIR)
+    assert transcript.job is not None and transcript.job.provider == "local"
