@@ -26,6 +26,7 @@ from scribepod_worker.decode import SAMPLE_RATE, decode_audio
 from scribepod_worker.engine import Engine
 from scribepod_worker.stop import JobStopped, StopSignal
 from scribepod_worker.transcribe import AsrSegment, AsrWord
+from voices import speaker_channels, speakers_by_first_turn
 
 from conftest import ffmpeg, realspeech, with_settings
 from scoring import read_rttm
@@ -47,14 +48,8 @@ def one_speaker_per_channel(recording: Path, rttm: Path, out: Path, bleed_db: fl
     also carries the other at that level (a headset hearing the other side)."""
     audio = decode_audio(recording, 600.0)
     reference = read_rttm(rttm)
-    speakers = sorted({who for _, _, who in reference}, key=lambda who: min(s for s, _, w in reference if w == who))[:2]
-    channels = []
-    for speaker in speakers:
-        talking = np.zeros(audio.size, bool)
-        for start, end, who in reference:
-            if who == speaker:
-                talking[int(start * SAMPLE_RATE) : int(end * SAMPLE_RATE)] = True
-        channels.append(np.where(talking, audio, 0.0).astype(np.float32))
+    speakers = speakers_by_first_turn(reference)[:2]
+    channels = speaker_channels(audio, reference, speakers)
     if bleed_db is not None:
         gain = 10.0 ** (bleed_db / 20.0)
         channels = [channels[0] + gain * channels[1], channels[1] + gain * channels[0]]

@@ -1,7 +1,9 @@
-"""Voice samples cut from real recordings by their reference turns, and how well a transcript names the people.
+"""Voices cut from real recordings by their reference turns: samples to enrol, one speaker per channel, and how well a
+transcript names the people.
 
-Shared by tests/test_speakers.py and bench/speakers.py: a person is enrolled from their own reference speech where
-nobody else talks, as a caller would send a clip of someone alone.
+Shared by the tests and the benchmarks (tests/test_speakers.py, tests/test_multichannel.py, bench/speakers.py,
+bench/multichannel.py): a person is enrolled from their own reference speech where nobody else talks, as a caller
+would send a clip of someone alone; a call is built with each reference speaker's turns on a channel of their own.
 """
 
 from __future__ import annotations
@@ -31,6 +33,23 @@ def speech_alone(
         span = slice(int(max(first, start) * RATE), max(0, int(min(last, end) * RATE)))
         (own if speaker == who else others)[span] = True
     return audio[own & ~others]
+
+
+def speakers_by_first_turn(turns: Sequence[Turn]) -> list[str]:
+    return sorted({who for _, _, who in turns}, key=lambda who: min(s for s, _, w in turns if w == who))
+
+
+def speaker_channels(audio: np.ndarray, turns: Sequence[Turn], speakers: Sequence[str]) -> list[np.ndarray]:
+    """Each speaker's turns of the recording on a channel of its own, silence elsewhere (where turns overlap, both
+    channels carry the overlapped audio)."""
+    channels = []
+    for speaker in speakers:
+        talking = np.zeros(audio.size, bool)
+        for start, end, who in turns:
+            if who == speaker:
+                talking[int(start * RATE) : int(end * RATE)] = True
+        channels.append(np.where(talking, audio, 0.0).astype(np.float32))
+    return channels
 
 
 def wav_base64(audio: np.ndarray) -> str:
