@@ -19,6 +19,8 @@ import soundfile
 
 from scribepod import Client
 from scribepod._sources import compress_for_upload
+from scribepod.cli import build_parser
+from scribepod.cli import request_options as cli_options
 from scribepod.models import ErrorInfo, Transcript, TranscriptionOptions, TranscriptionRequest, Turn
 from scribepod_worker import handler
 from scribepod_worker.channels import comparable_text, dominance, is_call, remove_crosstalk
@@ -26,7 +28,7 @@ from scribepod_worker.decode import SAMPLE_RATE, decode_audio
 from scribepod_worker.engine import Engine
 from scribepod_worker.stop import JobStopped, StopSignal
 from scribepod_worker.transcribe import AsrSegment, AsrWord
-from voices import speaker_channels, speakers_by_first_turn
+from voices import owner, speaker_channels, speakers_by_first_turn
 
 from conftest import ffmpeg, realspeech, with_settings
 from scoring import read_rttm
@@ -201,6 +203,8 @@ def test_plain_jobs_say_nothing_about_channels(worker: Engine, sample_call: Call
         ({"multichannel": True, "num_speakers": 3}, "num_speakers", "each channel is one speaker"),
         ({"multichannel": True, "max_speakers": 3}, "max_speakers", "each channel is one speaker"),
         ({"multichannel": "auto", "return_embeddings": True}, "return_embeddings", "not with multichannel"),
+        ({"diarize_channels": True}, "diarize_channels", "needs multichannel"),
+        ({"multichannel": True, "diarize_channels": True, "diarize": False}, "diarize_channels", "diarize false"),
     ],
 )
 def test_invalid_combinations_name_the_field(worker: Engine, change: dict[str, Any], field: str, fragment: str) -> None:
@@ -333,3 +337,44 @@ def test_words_over_silence_and_words_of_no_length_are_judged_on_a_level() -> No
     other[SAMPLE_RATE] = 1.0
     kept, dropped = remove_crosstalk([own, other], [_said("hate", 1.0, 1.0), []])
     assert dropped == 0 and len(kept[0]) == 1
+
+
+def test_a_room_on_one_channel_is_diarized_within_it_when_asked(worker: Engine, tmp_path: Path) -> None:
+    """A caller (JFK) on channel 0 and a meeting room (ami_dev00: MEE009 and MEE012) on channel 1, taking turns."""
+    room = decode_audio(realspeech("ami_dev00.wav"), 600.0)
+    caller = decode_audio(realspeech("jfk.wav"), 600.0)
+    call = np.zeros((room.size + caller.size, 2), dtype=np.float32)
+    call[room.size :, 0], call[: room.size, 1] = caller, room
+    path = tmp_path / "room.wav"
+    soundfile.write(path, call, SAMPLE_RATE, subtype="PCM_16")
+    asked = {"audio": str(path), "multichannel": True, "channel_names": ["Caller", "Room"]}
+
+    plain = ok(asked)
+    assert [speaker.id for speaker in plain.speakers] == ["Caller", "Room"] and plain.diarizer is None
+
+    diarized = ok({**asked, "diarize_channels": True, "max_speakers": 3})
+    assert diarized.diarizer == "builtin" and "diarize" in diarized.timings
+    ids = [speaker.id for speaker in diarized.speakers]
+    assert ids == ["Caller", "Room/SPEAKER_00", "Room/SPEAKER_01"], ids  # one voice found on the caller's channel
+    reference = read_rttm(realspeech("ami_dev00.rttm"))
+    owners = {label: owner(diarized, reference, room.size / SAMPLE_RATE, label) for label in ids[1:]}
+    assert sorted(owners.values()) == ["MEE009", "MEE012"], owners  # each voice of the room is its own speaker
+    assert {word.speaker for segment in diarized.segments for word in segment.words} == set(ids)
+    caller_words = [word for segment in diarized.segments for word in segment.words if word.speaker == "Caller"]
+    assert caller_words and min(word.start for word in caller_words) >= room.size / SAMPLE_RATE - 0.5
+    assert {turn.speaker for turn in diarized.turns} == set(ids)
+    assert [segment.id for segment in diarized.segments] == list(range(len(diarized.segments)))
+
+    one_each = ok({**asked, "diarize_channels": True, "max_speakers": 1})
+    assert [speaker.id for speaker in one_each.speakers] == ["Caller", "Room"]
+
+
+def test_the_cli_asks_for_channels() -> None:
+    parse = build_parser().parse_args
+    assert cli_options(parse(["transcribe", "a.wav"])) == {}
+    asked = cli_options(
+        parse(["transcribe", "a.wav", "--multichannel", "--channel-names", "Agent,Customer", "--diarize-channels"])
+    )
+    assert asked == {"multichannel": True, "channel_names": ["Agent", "Customer"], "diarize_channels": True}
+    assert cli_options(parse(["transcribe", "a.wav", "--multichannel", "auto"])) == {"multichannel": "auto"}
+    TranscriptionOptions.model_validate(asked)  # what the CLI builds is a valid request

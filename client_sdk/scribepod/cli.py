@@ -66,7 +66,8 @@ class Progress:
         self.say(name, text)
 
 
-def _options(args: argparse.Namespace) -> dict[str, Any]:
+def request_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The request's options that `transcribe`'s flags give (the voices are added apart: they need the client)."""
     given = {
         "model": args.model,
         "language": args.language,
@@ -77,6 +78,12 @@ def _options(args: argparse.Namespace) -> dict[str, Any]:
     options = {key: value for key, value in given.items() if value is not None}
     if args.no_diarize:
         options["diarize"] = False
+    if args.multichannel is not None:
+        options["multichannel"] = True if args.multichannel == "on" else "auto"
+    if args.channel_names:
+        options["channel_names"] = args.channel_names.split(",")
+    if args.diarize_channels:
+        options["diarize_channels"] = True
     return options
 
 
@@ -91,7 +98,7 @@ def _voices(args: argparse.Namespace) -> dict[str, str | SpeakerSample]:
 
 def transcribe(client: Client, args: argparse.Namespace) -> int:
     progress = Progress(len(args.inputs), args.quiet)
-    options = _options(args)
+    options = request_options(args)
     if voices := _voices(args):  # enrolled once here, not by each input's job
         options["speakers"] = client.enroll(voices, timeout=args.timeout)
     if args.out:
@@ -234,6 +241,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--format (or write it to --out)",
     )
 
+    run.add_argument(
+        "--multichannel",
+        nargs="?",
+        const="on",
+        choices=["on", "auto"],
+        help="one speaker per audio channel (a call with each side on its own channel); 'auto': only for a stereo "
+        "file whose channels differ",
+    )
+    run.add_argument("--channel-names", metavar="A,B", help="each channel's speaker name, comma-separated")
+    run.add_argument("--diarize-channels", action="store_true", help="also tell voices apart within each channel")
     run.add_argument(
         "--speaker",
         type=_named_file,

@@ -130,6 +130,10 @@ class TranscriptionOptions(BaseModel):
     # when the input is stereo and its channels differ (`Transcript.channels` says what was decided).
     multichannel: bool | Literal["auto"] = False
     channel_names: list[str] | None = Field(default=None, min_length=1, max_length=MAX_CHANNELS)
+    # With multichannel: tell voices apart within each channel too (a meeting room on one channel, a caller on the
+    # other); a channel where several are found labels them "<channel>/SPEAKER_00", ... The speaker counts apply per
+    # channel.
+    diarize_channels: bool = False
     # People to recognise: a speaker whose voice matches one of these takes its name instead of SPEAKER_xx
     # (`Speaker.match` says which sample and how close). Several samples may share a name (one person).
     speakers: list[SpeakerSample] | None = Field(default=None, min_length=1, max_length=MAX_ENROLLED)
@@ -189,20 +193,25 @@ class TranscriptionOptions(BaseModel):
         return self._check_multichannel()
 
     def _check_multichannel(self) -> TranscriptionOptions:
-        """Speakers are channels in multichannel mode: diarizing within a channel is not offered, so the diarizer's
-        options are refused rather than ignored (`diarize` itself, true by default, is not applied)."""
+        """Speakers are channels in multichannel mode unless `diarize_channels` asks to tell voices apart within each:
+        the diarizer's options are refused rather than ignored without it (`diarize` itself, true by default, is not
+        applied to channels)."""
         if self.channel_names is not None and self.multichannel is False:
             raise ValueError('channel_names: needs multichannel (true or "auto")')
         if self.speakers is not None and self.multichannel is not False:
             raise ValueError("speakers: not with multichannel (its speakers are channels; name them in channel_names)")
         if self.return_embeddings and self.multichannel is not False:
             raise ValueError("return_embeddings: not with multichannel (its speakers are channels, not voices)")
-        if self.multichannel is True:
+        if self.diarize_channels and self.multichannel is False:
+            raise ValueError('diarize_channels: needs multichannel (true or "auto")')
+        if self.diarize_channels and not self.diarize:
+            raise ValueError("diarize_channels: not with diarize false")
+        if self.multichannel is True and not self.diarize_channels:
             for name in ("num_speakers", "min_speakers", "max_speakers"):
                 if getattr(self, name) is not None:
                     raise ValueError(
-                        f"{name}: not with multichannel true: each channel is one speaker (diarizing within a "
-                        "channel is not supported)"
+                        f"{name}: not with multichannel true: each channel is one speaker (with diarize_channels, "
+                        "the counts apply to each channel)"
                     )
         return self
 

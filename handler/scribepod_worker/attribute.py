@@ -156,36 +156,61 @@ def attribute_speakers(
 CHANNEL_TURN_GAP_S = 1.0
 
 
-def channel_attribution(transcribed: Sequence[Sequence[AsrSegment]], speakers: Sequence[str]) -> Attribution:
-    """Multichannel: every word and segment of channel i is `speakers[i]`'s, with no diarization.
+def channel_attribution(
+    transcribed: Sequence[Sequence[AsrSegment]],
+    speakers: Sequence[str],
+    turns: Sequence[Sequence[SpeakerTurn]] | None = None,
+) -> Attribution:
+    """Multichannel: every word and segment of channel i is `speakers[i]`'s, with no diarization; or, with each
+    channel's diarization `turns` (`diarize_channels`), the voice's it was found in: the channel's name alone where the
+    diarizer found one voice there, else "<name>/SPEAKER_00", "<name>/SPEAKER_01", ...
 
     Segments are merged into one timeline ordered by start (then channel) and numbered; one channel's segments never
     overlap, but two channels' may: when both sides talk at once, each keeps its true times rather than one being
-    cut. Turns are each channel's runs of words with pauses under CHANNEL_TURN_GAP_S."""
-    merged: list[tuple[float, int, Segment]] = []
-    turns: list[Turn] = []
-    for channel, (segments, speaker) in enumerate(zip(transcribed, speakers, strict=True)):
-        labelled = [
-            _close_run(source, [_word(word, speaker) for word in source.words])
-            if source.words
-            else _segment(
-                source, words=[], speaker=speaker, text=source.text.strip(), start=source.start, end=source.end
-            )
-            for source in segments
-        ]
-        for segment in _without_overlaps(sorted(labelled, key=lambda s: s.start)):
-            merged.append((segment.start, channel, segment))
-        turns.extend(_channel_turns(labelled, speaker))
+    cut. Without diarization, turns are each channel's runs of words with pauses under CHANNEL_TURN_GAP_S."""
+    parts = [
+        _diarized_channel(segments, name, turns[channel])
+        if turns is not None and any(turn.end > turn.start for turn in turns[channel])
+        else _one_voice_channel(segments, name)
+        for channel, (segments, name) in enumerate(zip(transcribed, speakers, strict=True))
+    ]
+    merged = [(segment.start, channel, segment) for channel, part in enumerate(parts) for segment in part.segments]
     ordered = [segment for _, _, segment in sorted(merged, key=lambda item: (item[0], item[1]))]
     for number, segment in enumerate(ordered):
         segment.id = number
-    turns.sort(key=lambda turn: (turn.start, turn.end))
-    spoken = {turn.speaker for turn in turns}
-    totals = {speaker: sum(t.end - t.start for t in turns if t.speaker == speaker) for speaker in speakers}
     return Attribution(
         segments=ordered,
-        speakers=[Speaker(id=name, duration=round(totals[name], 3)) for name in speakers if name in spoken],
-        turns=turns,
+        speakers=[speaker for part in parts for speaker in part.speakers],
+        turns=sorted((turn for part in parts for turn in part.turns), key=lambda turn: (turn.start, turn.end)),
+    )
+
+
+def _one_voice_channel(segments: Sequence[AsrSegment], speaker: str) -> Attribution:
+    labelled = [
+        _close_run(source, [_word(word, speaker) for word in source.words])
+        if source.words
+        else _segment(source, words=[], speaker=speaker, text=source.text.strip(), start=source.start, end=source.end)
+        for source in segments
+    ]
+    ordered = _without_overlaps(sorted(labelled, key=lambda s: s.start))
+    turns = _channel_turns(labelled, speaker)
+    spoken = [Speaker(id=speaker, duration=round(sum(t.end - t.start for t in turns), 3))] if turns else []
+    return Attribution(ordered, spoken, turns)
+
+
+def _diarized_channel(segments: Sequence[AsrSegment], name: str, turns: Sequence[SpeakerTurn]) -> Attribution:
+    """One channel attributed like a mono job, its labels then put under the channel's name."""
+    attributed = attribute_speakers(segments, turns)
+    labels = {turn.speaker for turn in attributed.turns}
+    rename = {label: name if len(labels) == 1 else f"{name}/{label}" for label in labels}
+    for segment in attributed.segments:
+        segment.speaker = rename[segment.speaker] if segment.speaker is not None else name
+        for word in segment.words:
+            word.speaker = rename[word.speaker] if word.speaker is not None else name
+    return Attribution(
+        segments=attributed.segments,
+        speakers=[speaker.model_copy(update={"id": rename[speaker.id]}) for speaker in attributed.speakers],
+        turns=[turn.model_copy(update={"speaker": rename[turn.speaker]}) for turn in attributed.turns],
     )
 
 

@@ -173,25 +173,31 @@ class Engine:
         """ASR on each channel in turn (VAD per channel), cross-talk removed, segments merged into one timeline.
 
         Words are always timed here, since cross-talk is found word by word; `word_timestamps: false` only leaves
-        them out of the output. Diarization does not run: each channel is one speaker. No live segments are sent:
-        the channels are transcribed one after another, so a live timeline would go back in time."""
+        them out of the output. Each channel is one speaker, unless `diarize_channels` asks the diarizer to tell the
+        voices within each apart (beside its ASR, as in a mono job). No live segments are sent: the channels are
+        transcribed one after another, so a live timeline would go back in time."""
         started = time.perf_counter() - sum(earlier.values())
         model_name, model = named_model
         timed = options.model_copy(update={"word_timestamps": True})
         timings = dict(earlier)
         low, high = _ASR_SPAN
+        diarizer = self.diarizer() if options.diarize_channels else None
+        hint = SpeakerCountHint(options.num_speakers, options.min_speakers, options.max_speakers)
         results: list[asr.AsrResult] = []
-        asr_seconds = 0.0
-        pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="stage")
+        diarizations: list[Diarization] = []
+        asr_seconds = diarize_seconds = 0.0
+        pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="stage")
         try:
             for number, audio in enumerate(channels):
                 transcribed = _StageProgress(stop)
+                diarized = _StageProgress(stop)
                 done = number  # bound now: the report below runs while this channel is decoded
 
                 def report_transcribe(stage: _StageProgress = transcribed, before: int = done) -> None:
                     share = (before + stage.fraction) / len(channels)
                     _report(progress, "transcribe", low + (high - low) * share)
 
+                pending = pool.submit(_diarize, diarizer, audio, hint, timings, diarized) if diarizer else None
                 work = pool.submit(
                     _transcribe_words,
                     model,
@@ -204,13 +210,19 @@ class Engine:
                 )
                 results.append(_supervise(work, stop, report_transcribe))
                 asr_seconds += timings["asr"]
+                if pending is not None:
+                    diarizations.append(_supervise(pending, stop, report_transcribe))
+                    diarize_seconds += timings["diarize"]
         finally:
             pool.shutdown(wait=stop is None or not stop.is_set, cancel_futures=True)
         timings["asr"] = round(asr_seconds, 3)
+        if diarizer is not None:
+            timings["diarize"] = round(diarize_seconds, 3)
 
         _report(progress, "render", _RENDER_AT)
         kept, dropped = remove_crosstalk(channels, [result.segments for result in results])
-        attributed = channel_attribution(kept, info.speakers)
+        turns = [diarization.turns for diarization in diarizations] if diarizer is not None else None
+        attributed = channel_attribution(kept, info.speakers, turns)
         if not options.word_timestamps:
             for segment in attributed.segments:
                 segment.words = []
@@ -227,6 +239,7 @@ class Engine:
             model=model_name,
             device=self.device,
             gpu=self.gpu,
+            diarizer=diarizer.name if diarizer is not None else None,
             timings=timings,
             channels=info.model_copy(update={"crosstalk_words_dropped": dropped}),
         )
