@@ -113,8 +113,6 @@ def test_a_bad_sample_fails_before_the_recording_is_sent(watched: tuple[Client, 
         client.transcribe(
             realspeech("ami_dev00.wav"), speakers={"SPEAKER_01": Voiceprint(embedding_model="m", vector=[1.0])}
         )
-    with pytest.raises(ValueError, match="shards do not combine with speakers"):
-        client.transcribe(realspeech("ami_dev00.wav"), speakers={"A": quiet}, shards=2)
     broken = tmp_path / "broken.json"
     broken.write_text('{"version": 1, "voiceprints": [{"name": "A", "audio": "x.wav"}]}')
     with pytest.raises(InvalidInput, match="not only voiceprints"):

@@ -15,11 +15,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+import soundfile
 
 from scribepod import AsyncClient, Client, JobTimedOut
-from scribepod.models import JobInfo, Segment, Speaker, Transcript, Turn, Word
+from scribepod.models import Identification, JobInfo, Segment, Speaker, SpeakerMatch, Transcript, Turn, Word
 from scribepod.shards import SEAM_JOIN_S, ShardAudio, SpeakerHint, decode, merge, plan_cuts, shard_count, split
 from test_cli import scribepod
+from voices import speech_alone
 
 from conftest import realspeech
 from scoring import read_rttm
@@ -81,6 +83,25 @@ def test_the_same_voices_in_every_shard_get_the_same_labels(served: str, sample_
     assert len(set(first.values())) == 2, "two people, two labels"
     assert {speaker.id for speaker in transcript.speakers} == {"SPEAKER_00", "SPEAKER_01"}
     assert transcript.embedding_model and all(speaker.embedding for speaker in transcript.speakers)
+
+
+def test_enrolled_people_keep_their_names_across_shards(served: str, sample_dir: Path, tmp_path: Path) -> None:
+    """The sample in two shards, both people enrolled (from their own speech in it): each is named in both halves."""
+    audio, _ = soundfile.read(sample_dir / "sample.wav", dtype="float32")
+    reference = read_rttm(sample_dir / "sample.rttm")
+    voices = {}
+    for who in sorted({speaker for _, _, speaker in reference}):
+        voices[who] = tmp_path / f"{who}.wav"
+        soundfile.write(voices[who], speech_alone(audio, reference, who), 16000, subtype="PCM_16")
+    with Client(base_url=served) as client:
+        transcript = client.transcribe(sample_dir / "sample.wav", shards=2, speakers=voices)
+    assert transcript.job is not None and transcript.job.shards is not None and len(transcript.job.shards) == 2
+    cut = transcript.job.shards[1].offset or 0.0
+    for span in ((0.0, cut - 1), (cut + 1, 30.0)):
+        labels = dominant_labels(transcript, reference, span)
+        assert labels == {who: who for who in labels} and labels, (span, labels)
+    assert sorted(speaker.id for speaker in transcript.speakers if speaker.match) == sorted(voices)
+    assert transcript.identification is not None and transcript.identification.not_found == []
 
 
 def test_a_voice_in_only_one_shard_stays_its_own_speaker(served: str, tmp_path: Path) -> None:
@@ -252,6 +273,47 @@ def test_the_speaker_count_hint_holds_over_the_whole_recording() -> None:
     assert len(merge([shard(far[0], 0.0), shard(far[1], 10.0)], SpeakerHint()).speakers) == 2
     assert len(merge([shard(far[0], 0.0), shard(far[1], 10.0)], SpeakerHint(num_speakers=1)).speakers) == 1
     assert len(merge([shard(near[0], 0.0), shard(near[1], 10.0)], SpeakerHint(min_speakers=2)).speakers) == 2
+
+
+def test_merge_keeps_enrolled_names_and_never_joins_two_of_them() -> None:
+    def shard(index: int, speakers: list[tuple[str, list[float], str | None]]) -> tuple[ShardAudio, Transcript]:
+        transcript = Transcript(
+            text="",
+            duration=10.0,
+            speakers=[
+                Speaker(
+                    id=label,
+                    duration=4.0,
+                    embedding=vector,
+                    match=SpeakerMatch(name=name, sample=0, similarity=0.8) if name else None,
+                    similarities={"Alice": 0.8 if name == "Alice" else 0.1, "Bob": 0.8 if name == "Bob" else 0.1},
+                )
+                for label, vector, name in speakers
+            ],
+            turns=[Turn(start=1.0 + 4 * n, end=4.0 + 4 * n, speaker=label) for n, (label, _, _) in enumerate(speakers)],
+            embedding_model="m",
+            identification=Identification(threshold=0.5, embedding_model="m", enrolled=["Alice", "Bob", "Cy"]),
+        )
+        return ShardAudio(index, 10.0 * index, 10.0 * index + 10.0, b""), transcript
+
+    a, a_near, b, b_near = [1.0, 0.0, 0.0], [0.95, 0.31, 0.0], [0.0, 1.0, 0.0], [0.3, 0.95, 0.0]
+    merged = merge(
+        [
+            shard(0, [("Alice", a, "Alice"), ("SPEAKER_00", b, None)]),
+            shard(1, [("SPEAKER_00", a_near, None), ("Bob", b_near, "Bob")]),  # unnamed here: joins Alice
+        ],
+        SpeakerHint(),
+    )
+    assert sorted(speaker.id for speaker in merged.speakers) == ["Alice", "Bob"]
+    assert {turn.speaker for turn in merged.turns} == {"Alice", "Bob"}
+    assert merged.identification is not None and merged.identification.not_found == ["Cy"]
+    # Two names never join, however alike their voices; one name in two shards is one speaker, however unalike.
+    apart = merge([shard(0, [("Alice", a, "Alice")]), shard(1, [("Bob", a, "Bob")])], SpeakerHint(num_speakers=1))
+    assert sorted(speaker.id for speaker in apart.speakers) == ["Alice", "Bob"]
+    together = merge([shard(0, [("Alice", a, "Alice")]), shard(1, [("Alice", b, "Alice")])], SpeakerHint())
+    assert [speaker.id for speaker in together.speakers] == ["Alice"]
+    unnamed = merge([shard(0, [("SPEAKER_00", a, None)]), shard(1, [("Alice", b, "Alice")])], SpeakerHint())
+    assert [speaker.id for speaker in unnamed.speakers] == ["Alice", "SPEAKER_00"]
 
 
 def _differing(left: list[str], right: list[str]) -> int:

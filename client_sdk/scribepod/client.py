@@ -306,8 +306,6 @@ class _ClientBase:
         shard_count(shards, 1e9, workers=1)  # raises ValueError for anything but N >= 1 or "auto"
         if options.get("multichannel", False) is not False:
             raise ValueError("shards do not combine with multichannel: cutting mixes the channels to one")
-        if options.get("speakers") is not None:
-            raise ValueError("shards do not combine with speakers yet: transcribe the recording as one job")
         self._options(options)  # a typo fails here, before ffmpeg runs
         return read_bytes(source) if hasattr(source, "read") else source
 
@@ -385,11 +383,11 @@ class Client(_ClientBase):
         no speaker yet), then the rest of the final transcript's (README, "Live transcripts"). `shards` cuts a long
         recording at pauses into that many jobs ("auto": by its length and the endpoint's workers), run side by side
         and merged into one transcript (README, "Shards")."""
+        options = self._voices(options, timeout)  # recordings enrolled once, for every shard
         if shards is not None and shards != 1:
             if on_segment is not None:
                 raise ValueError("on_segment does not combine with shards: each shard is its own job")
             return self._transcribe_sharded(source, shards, timeout, on_progress, options)
-        options = self._voices(options, timeout)
         return self._transcribe(source, timeout, on_progress, options, batch=False, on_segment=on_segment)
 
     def enroll(self, samples: SpeakerVoices, *, timeout: float | None = None) -> list[SpeakerSample]:
@@ -694,11 +692,11 @@ class AsyncClient(_ClientBase):
         shards: int | Literal["auto"] | None = None,
         **options: Any,
     ) -> Transcript:
+        options = await self._voices(options, timeout)
         if shards is not None and shards != 1:
             if on_segment is not None:
                 raise ValueError("on_segment does not combine with shards: each shard is its own job")
             return await self._transcribe_sharded(source, shards, timeout, on_progress, options)
-        options = await self._voices(options, timeout)
         return await self._transcribe(source, timeout, on_progress, options, batch=False, on_segment=on_segment)
 
     async def enroll(self, samples: SpeakerVoices, *, timeout: float | None = None) -> list[SpeakerSample]:

@@ -33,7 +33,7 @@ from typing import Any
 
 from scribepod._sources import Source, describe, read_bytes
 from scribepod.errors import InvalidInput
-from scribepod.models import JobInfo, Segment, Speaker, Transcript, Turn, Word
+from scribepod.models import Identification, JobInfo, Segment, Speaker, SpeakerMatch, Transcript, Turn, Word
 
 SAMPLE_RATE = 16_000
 AUTO_MIN_SECONDS = 20 * 60  # "auto" shards only a recording at least this long
@@ -55,6 +55,8 @@ LINK_THRESHOLD = 0.6
 # A speaker's turns on either side of a cut closer than this are one turn (the cut sits in a pause of at least
 # MIN_PAUSE_S; turns end and start a few tenths inside it).
 SEAM_JOIN_S = 1.5
+# Marks a cluster no enrolled voice named, before it is numbered SPEAKER_xx (a name is printable: it never has it).
+_UNNAMED = "\x00"
 _DECODE_TIMEOUT_S = 1800
 _SILENCE = re.compile(r"silence_(start|end): (-?[0-9.]+)")
 
@@ -307,19 +309,21 @@ def merge(
     for number, segment in enumerate(segments):
         segment.id = number
     first = next((t for _, t in parts if t.language), parts[0][1])
+    speakers = _speakers(turns, parts, labels, order)
     merged = Transcript(
         text=" ".join(segment.text for segment in segments if segment.text).strip(),
         language=first.language,
         language_probability=first.language_probability,
         duration=round(sum(t.duration for _, t in parts), 3),
         segments=segments,
-        speakers=_speakers(turns, parts, labels, order),
+        speakers=speakers,
         turns=turns,
         model=parts[0][1].model,
         device=parts[0][1].device,
         gpu=parts[0][1].gpu,
         diarizer=parts[0][1].diarizer,
         embedding_model=parts[0][1].embedding_model,
+        identification=_identification(parts, speakers),
         timings={
             **{f"shard_{shard.index}": transcript.timings.get("total", 0.0) for shard, transcript in parts},
         },
@@ -332,26 +336,46 @@ def merge(
 
 
 def link_speakers(transcripts: Sequence[Transcript], hint: SpeakerHint) -> list[dict[str, str]]:
-    """Per shard, its speaker labels -> global cluster labels (`G0`, `G1`, ...; renamed by first appearance later).
+    """Per shard, its speaker labels -> global cluster labels: an enrolled name, or an unnamed cluster's (renamed
+    SPEAKER_00, ... by first appearance later).
 
     Speakers of different shards join when their centroids are at least `LINK_THRESHOLD` alike (or when the caller's
-    count asks for fewer), best pair first, average linkage; two speakers of the same shard never join."""
+    count asks for fewer), best pair first, average linkage; two speakers of the same shard never join. Speakers an
+    enrolled voice named (`speakers`) are one speaker with everyone of their name from the start, and never join
+    someone of another name."""
     members: list[list[tuple[int, str]]] = []
     vectors: list[list[float] | None] = []
+    names: list[str | None] = []
+    sizes: list[float] = []
     for index, transcript in enumerate(transcripts):
         for speaker in transcript.speakers:
+            name = speaker.match.name if speaker.match is not None else None
+            vector = _unit(speaker.embedding) if speaker.embedding else None
+            if name is not None and name in names:  # the same enrolled person in an earlier shard
+                known = names.index(name)
+                members[known].append((index, speaker.id))
+                vectors[known] = _weighted_mean(vectors[known], sizes[known], vector)
+                sizes[known] += 1.0
+                continue
             members.append([(index, speaker.id)])
-            vectors.append(_unit(speaker.embedding) if speaker.embedding else None)
+            vectors.append(vector)
+            names.append(name)
+            sizes.append(1.0)
     models = {t.embedding_model for t in transcripts if any(speaker.embedding for speaker in t.speakers)}
     linkable = len(models) == 1 and None not in models  # a speaker without an embedding is left on its own
+
+    def may_join(a: int, b: int) -> bool:
+        """Never two speakers of one shard, nor two enrolled people of different names."""
+        other_names = names[a] is not None and names[b] is not None and names[a] != names[b]
+        return not other_names and not {shard for shard, _ in members[a]} & {shard for shard, _ in members[b]}
+
     clusters = list(range(len(members)))  # cluster ids still alive
     similarity = {
         (a, b): _cosine(vectors[a], vectors[b])
         for a in clusters
         for b in clusters
-        if a < b and linkable and _may_join(members[a], members[b])
+        if a < b and linkable and may_join(a, b)
     }
-    sizes = [1.0] * len(members)
     low = hint.num_speakers or hint.min_speakers or 1
     high = hint.num_speakers or hint.max_speakers
     while similarity and len(clusters) > low:
@@ -359,25 +383,28 @@ def link_speakers(transcripts: Sequence[Transcript], hint: SpeakerHint) -> list[
         if best < LINK_THRESHOLD and (high is None or len(clusters) <= high):
             break
         members[a].extend(members[b])
+        names[a] = names[a] or names[b]
         clusters.remove(b)
         for c in clusters:  # average linkage: the size-weighted mean of the two rows
             if c == a:
                 continue
             key_a, key_b = (min(a, c), max(a, c)), (min(b, c), max(b, c))
             joined = similarity.pop(key_a, None), similarity.pop(key_b, None)
-            if joined[0] is not None and joined[1] is not None and _may_join(members[a], members[c]):
+            if joined[0] is not None and joined[1] is not None and may_join(a, c):
                 similarity[key_a] = (sizes[a] * joined[0] + sizes[b] * joined[1]) / (sizes[a] + sizes[b])
         similarity.pop((min(a, b), max(a, b)), None)
         sizes[a] += sizes[b]
     labels: list[dict[str, str]] = [{} for _ in transcripts]
     for cluster in clusters:
         for shard, speaker_id in members[cluster]:
-            labels[shard][speaker_id] = f"G{cluster}"
+            labels[shard][speaker_id] = names[cluster] or f"{_UNNAMED}{cluster}"
     return labels
 
 
-def _may_join(left: list[tuple[int, str]], right: list[tuple[int, str]]) -> bool:
-    return not {shard for shard, _ in left} & {shard for shard, _ in right}
+def _weighted_mean(vector: list[float] | None, weight: float, added: list[float] | None) -> list[float] | None:
+    if vector is None or added is None or len(vector) != len(added):
+        return vector or added
+    return _unit([weight * x + y for x, y in zip(vector, added, strict=True)])
 
 
 def _unit(vector: list[float]) -> list[float]:
@@ -403,12 +430,15 @@ def _moved_word(word: Word, offset: float, names: dict[str, str]) -> Word:
 
 def _first_appearance(segments: Sequence[Segment], turns: Sequence[Turn]) -> dict[str, str]:
     """Global cluster labels -> SPEAKER_00, SPEAKER_01, ... by first appearance over the whole recording (the turns,
-    as a single job numbers them; a speaker with words but no turn comes after)."""
+    as a single job numbers them; a speaker with words but no turn comes after); enrolled names stay."""
     order: dict[str, str] = {}
+    unnamed = 0
     for label in [t.speaker for t in sorted(turns, key=lambda t: (t.start, t.end))] + [
         s.speaker for s in segments if s.speaker
     ]:
-        order.setdefault(label, f"SPEAKER_{len(order):02d}")
+        if label not in order:
+            order[label] = f"SPEAKER_{unnamed:02d}" if label.startswith(_UNNAMED) else label
+            unnamed += label.startswith(_UNNAMED)
     return order
 
 
@@ -437,7 +467,8 @@ def _speakers(
     order: dict[str, str],
 ) -> list[Speaker]:
     """Speaking time per speaker from the merged turns (a speaker's own overlaps once), with the duration-weighted
-    mean of its shards' centroids where the shards returned them."""
+    mean of its shards' centroids where the shards returned them, and for enrolled voices the best match and each
+    name's best similarity over its shards."""
     totals: dict[str, float] = {}
     reach: dict[str, float] = {}
     for turn in turns:
@@ -445,8 +476,19 @@ def _speakers(
         totals[turn.speaker] = totals.get(turn.speaker, 0.0) + max(0.0, turn.end - max(turn.start, covered))
         reach[turn.speaker] = max(covered, turn.end)
     sums: dict[str, list[float]] = {}
+    matches: dict[str, SpeakerMatch] = {}
+    similarities: dict[str, dict[str, float]] = {}
     for (_, transcript), names in zip(parts, labels, strict=True):
         for speaker in transcript.speakers:
+            final = order.get(names.get(speaker.id, ""))
+            if final is not None and speaker.match is not None:
+                best = matches.get(final)
+                if best is None or speaker.match.similarity > best.similarity:
+                    matches[final] = speaker.match
+            if final is not None and speaker.similarities is not None:
+                seen = similarities.setdefault(final, {})
+                for name, value in speaker.similarities.items():
+                    seen[name] = max(value, seen.get(name, value))
             if speaker.embedding and speaker.id in names:
                 label = order.get(names[speaker.id])
                 if label is None:
@@ -458,9 +500,22 @@ def _speakers(
             id=name,
             duration=round(seconds, 3),
             embedding=[round(x, 6) for x in _unit(sums[name])] if name in sums else None,
+            match=matches.get(name),
+            similarities=similarities.get(name),
         )
         for name, seconds in sorted(totals.items())
     ]
+
+
+def _identification(
+    parts: Sequence[tuple[ShardAudio, Transcript]], speakers: Sequence[Speaker]
+) -> Identification | None:
+    """The shards' identification, with the names no speaker of the whole recording took."""
+    first = next((transcript.identification for _, transcript in parts if transcript.identification), None)
+    if first is None:
+        return None
+    found = {speaker.match.name for speaker in speakers if speaker.match is not None}
+    return first.model_copy(update={"not_found": [name for name in first.enrolled if name not in found]})
 
 
 def _job_info(parts: Sequence[tuple[ShardAudio, Transcript]]) -> JobInfo:
