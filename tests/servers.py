@@ -214,22 +214,26 @@ LOCAL_WORKER_ENV = {"SCRIBEPOD_MODEL": "tiny.en", "SCRIBEPOD_DIARIZER": "builtin
 
 
 @contextmanager
-def _worker_process(command: list[str], port: int, ready_path: str, env: dict[str, str] | None) -> Iterator[str]:
-    """A worker command (tiny.en, `builtin`) listening on `port`: its base URL once `ready_path` answers."""
-    process = subprocess.Popen(
-        command,
-        cwd=ROOT,
-        env={**os.environ, **LOCAL_WORKER_ENV, **(env or {})},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    try:
-        base = f"http://127.0.0.1:{port}"
-        wait_for(f"{base}{ready_path}", timeout=120)
-        yield base
-    finally:
-        process.terminate()
-        process.wait(timeout=20)
+def _worker_process(
+    command: list[str], port: int, ready_path: str, env: dict[str, str] | None, log: Path | None = None
+) -> Iterator[str]:
+    """A worker command (tiny.en, `builtin`) listening on `port`: its base URL once `ready_path` answers. `log`
+    receives its stdout and stderr (else they are discarded)."""
+    with Path(log or os.devnull).open("wb") as output:
+        process = subprocess.Popen(
+            command,
+            cwd=ROOT,
+            env={**os.environ, **LOCAL_WORKER_ENV, **(env or {})},
+            stdout=output,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            base = f"http://127.0.0.1:{port}"
+            wait_for(f"{base}{ready_path}", timeout=120)
+            yield base
+        finally:
+            process.terminate()
+            process.wait(timeout=20)
 
 
 @contextmanager
@@ -246,11 +250,11 @@ def local_endpoint(*args: str, env: dict[str, str] | None = None) -> Iterator[st
 
 
 @contextmanager
-def runpod_dev_server(env: dict[str, str] | None = None) -> Iterator[str]:
+def runpod_dev_server(env: dict[str, str] | None = None, log: Path | None = None) -> Iterator[str]:
     """The worker under runpod-python's own development server (`--rp_serve_api`), tiny.en and `builtin`."""
     port = free_port()
     command = [sys.executable, "-m", "scribepod_worker", "--rp_serve_api", "--rp_api_host", "127.0.0.1"]
-    with _worker_process([*command, "--rp_api_port", str(port)], port, "/docs", env) as base:
+    with _worker_process([*command, "--rp_api_port", str(port)], port, "/docs", env, log) as base:
         yield base
 
 

@@ -18,9 +18,12 @@ import pytest
 import soundfile
 
 from scribepod import AsyncClient, Client, JobFailed, load_voiceprints, save_voiceprints
-from scribepod.cli import main
+from scribepod._core import JobState, enrollment_of
+from scribepod.cli import build_parser, main
+from scribepod.cli import voices_of as cli_voices
 from scribepod.errors import InvalidInput
-from scribepod.models import Voiceprint
+from scribepod.models import Segment, SpeakerSample, Transcript, Voiceprint
+from scribepod.voices import split_voices
 from voices import RATE, speech_alone
 
 from conftest import realspeech
@@ -90,8 +93,11 @@ def test_recordings_are_enrolled_once_and_name_the_speakers(
     assert len(bodies.enrolments()) == 2
 
     saved = tmp_path / "voices.json"
+    saved.write_text("{}")
+    saved.chmod(0o644)  # an existing file readable by others: the saved one is not
     save_voiceprints(saved, enrolled)
     assert stat.S_IMODE(saved.stat().st_mode) == 0o600
+    assert [path.name for path in tmp_path.iterdir()] == ["voices.json"]  # no temporary file left
     assert load_voiceprints(saved) == enrolled
     with Client(base_url=client.base_url, timeout=120) as fresh:
         fresh_bodies = Bodies()
@@ -108,7 +114,11 @@ def test_a_bad_sample_fails_before_the_recording_is_sent(watched: tuple[Client, 
     with pytest.raises(JobFailed) as failure:
         client.transcribe(realspeech("ami_dev00.wav"), speakers={"Quiet": quiet})
     assert (failure.value.code, failure.value.field) == ("invalid_input", "enroll.0")
+    assert "the voice sample of 'Quiet'" in failure.value.message
     assert all("enroll" in body for body in bodies.sent)  # the recording itself was never sent
+    with pytest.raises(InvalidInput, match="beam_sise"):  # a typo fails before any sample is sent
+        client.transcribe(realspeech("ami_dev00.wav"), speakers={"Other": quiet}, beam_sise=2)
+    assert len(bodies.sent) == 1
     with pytest.raises(InvalidInput, match=r"speakers\.0\.name"):
         client.transcribe(
             realspeech("ami_dev00.wav"), speakers={"SPEAKER_01": Voiceprint(embedding_model="m", vector=[1.0])}
@@ -120,13 +130,23 @@ def test_a_bad_sample_fails_before_the_recording_is_sent(watched: tuple[Client, 
 
 
 def test_the_async_client_names_speakers_too(endpoint: str, sample_files: dict[str, Path]) -> None:
+    enrolments: list[bytes] = []
+
+    async def seen(request: httpx.Request) -> None:
+        if b'"enroll"' in request.content:
+            enrolments.append(request.content)
+
     async def run() -> list[str]:
         async with AsyncClient(base_url=endpoint, timeout=120) as client:
-            enrolled = await client.enroll({who: path for who, path in sample_files.items()})
-            transcript = await client.transcribe(realspeech("ami_dev00.wav"), speakers=enrolled)
+            client._http.event_hooks["request"] = [seen]
+            voices = {who: path for who, path in sample_files.items()}
+            at_once = await asyncio.gather(*(client.enroll(voices) for _ in range(3)))
+            assert at_once[0] == at_once[1] == at_once[2]
+            transcript = await client.transcribe(realspeech("ami_dev00.wav"), speakers=at_once[0])
             return named(transcript.speakers)
 
     assert asyncio.run(run()) == sorted(PAIR)
+    assert len(enrolments) == 1  # three calls at once, one enrolment
 
 
 def test_the_cli_enrols_voices_and_names_speakers(
@@ -150,3 +170,31 @@ def test_local_inference_enrols_and_names_speakers(sample_files: dict[str, Path]
         transcript = local.transcribe(realspeech("ami_dev00.wav"), speakers=sample_files)
     assert named(transcript.speakers) == sorted(PAIR)
     assert transcript.job is not None and transcript.job.provider == "local"
+
+
+def test_several_samples_of_one_person_are_all_enrolled() -> None:
+    first, second = b"RIFF-one", b"RIFF-two"
+    entries, recordings = split_voices({"Alice": [first, second]})
+    assert [entry.name for entry in entries] == ["Alice", "Alice"] and len({r.key for r in recordings}) == 2
+    parsed = build_parser().parse_args(["transcribe", "x.wav", "--speaker", "Al=a1.wav", "--speaker", "Al=a2.wav"])
+    assert cli_voices(parsed) == {"Al": ["a1.wav", "a2.wav"]}
+
+
+def test_voiceprints_from_a_newer_worker_still_load() -> None:
+    answer = {
+        "speakers": [{"name": "A", "voiceprint": {"embedding_model": "m", "vector": [1.0], "added_later": 1}}],
+        "embedding_model": "m",
+    }
+    enrollment = enrollment_of(JobState(id="j", status="COMPLETED", output=answer))
+    assert enrollment.speakers[0].voiceprint == Voiceprint(embedding_model="m", vector=[1.0])
+
+
+def test_names_are_one_name_however_typed_and_safe_in_every_format() -> None:
+    composed, decomposed = "Jos\u00e9", "Jose\u0301"
+    assert SpeakerSample(name=decomposed, audio="a.wav").name == composed
+    transcript = Transcript(
+        text="hi",
+        duration=1.0,
+        segments=[Segment(id=0, start=0.0, end=1.0, text="hi", speaker="Bob <CFO> & co")],
+    )
+    assert "<v Bob &lt;CFO&gt; &amp; co>hi" in transcript.to_vtt()

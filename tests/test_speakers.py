@@ -9,22 +9,28 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
+import time
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import pytest
 import soundfile
 
 from scribepod.models import ErrorInfo, Transcript, TranscriptionRequest
 from scribepod_worker import handler
+from scribepod_worker.diarize import Diarization, SpeakerTurn
 from scribepod_worker.engine import Engine
-from scribepod_worker.identify import MATCH_THRESHOLD, EnrolledVoice, recognise
+from scribepod_worker.errors import WorkerError
+from scribepod_worker.identify import MATCH_THRESHOLD, EnrolledVoice, recognise, voiceprint
 from scribepod_worker.stop import JobStopped, StopSignal
 from voices import RATE, naming, owner, speech_alone, wav_base64
 
 from conftest import b64, realspeech
 from scoring import read_rttm
+from servers import runpod_dev_server
 
 PAIR = ("MEE009", "MEE012")
 
@@ -144,6 +150,17 @@ def test_names_go_one_to_one_best_pair_first() -> None:
     assert recognition.identification.enrolled == ["Alice", "Bob"]
     assert recognition.identification.not_found == []
     assert recognition.similarities["c"] == {"Alice": 0.0, "Bob": 0.0}
+    # A speaker keeps its best name even where another assignment would name more speakers: "x" is 0.9 from Alice
+    # and 0.7 from Bob, "y" 0.75 from Alice and 0.2 from Bob; maximising the sum would name "x" Bob to give "y" Alice.
+    bob = np.array([0.5, np.sqrt(0.75), 0.0])
+    crossed = recognise(
+        {"x": np.array([0.9, 0.2887, 0.3266]), "y": np.array([0.75, -0.2021, 0.6298])},
+        [EnrolledVoice("Alice", 0, np.array([1.0, 0.0, 0.0])), EnrolledVoice("Bob", 1, bob)],
+        "model",
+        0.5,
+    )
+    assert crossed.similarities["x"] == pytest.approx({"Alice": 0.9, "Bob": 0.7}, abs=1e-3)
+    assert crossed.names == {"x": "Alice"}
     stricter = recognise(centroids, voices, "model", 0.9)
     assert stricter.names == {"a": "Alice"}  # "b" is 0.57 from Bob and 0.82 from Alice: it stays unnamed
     assert stricter.identification.not_found == ["Bob"]
@@ -162,6 +179,10 @@ def test_a_voiceprint_of_another_model_or_shape_is_refused(worker: Engine, pair_
     wrong_shape = {"name": "B", "voiceprint": {"embedding_model": model, "vector": [0.1] * 10}}
     error = failed({"audio": audio, "speakers": [pair_samples[0], wrong_shape]})
     assert (error.code, error.field) == ("invalid_input", "speakers.1.voiceprint.vector")
+    assert "has 10 values" in error.message and "gives 192" in error.message
+    silence = wav_base64(np.zeros(5 * RATE, dtype=np.float32))  # no speaker to compare it with: refused all the same
+    error = failed({"audio_base64": silence, "speakers": [wrong_shape]})
+    assert (error.code, error.field) == ("invalid_input", "speakers.0.voiceprint.vector")
 
 
 def test_bad_samples_are_refused_naming_the_sample(worker: Engine, tmp_path: Path) -> None:
@@ -196,6 +217,11 @@ def test_bad_samples_are_refused_naming_the_sample(worker: Engine, tmp_path: Pat
             "finite",
         ),
         ({"speakers": [{"name": " A", "audio": "a.wav"}]}, "speakers.0.name", "spaces"),
+        (
+            {"speakers": [{"name": "A", "voiceprint": {"embedding_model": "m", "vector": [5e-324] * 192}}]},
+            "speakers.0.voiceprint.vector",
+            "unit length",
+        ),
     ],
 )
 def test_requests_with_bad_speakers_are_refused_naming_the_field(
@@ -229,15 +255,71 @@ def test_samples_and_voiceprints_stay_out_of_the_logs(
     # the `worker` fixture checks that no temporary file (a sample's audio included) is left behind
 
 
+def test_the_deployed_worker_logs_no_sample_voiceprint_or_transcript(
+    pair_samples: list[dict[str, str]], tmp_path: Path
+) -> None:
+    """RunPod's logger logs every job's input and output whole at DEBUG, its default: the worker sets INFO."""
+    log = tmp_path / "worker.log"
+    with runpod_dev_server(log=log) as base:
+        enrolled = httpx.post(f"{base}/runsync", json={"input": {"enroll": pair_samples}}, timeout=120).json()
+        prints = enrolled["output"]["speakers"]
+        job = {"input": {"audio_base64": b64(realspeech("jfk.wav")), "speakers": prints}}
+        transcript = httpx.post(f"{base}/runsync", json=job, timeout=120).json()["output"]
+    logged = log.read_text(errors="replace")
+    assert "Started." in logged or "Finished." in logged, logged[-2000:]  # the log was captured at all
+    assert pair_samples[0]["audio_base64"][1000:1060] not in logged
+    for value in prints[0]["voiceprint"]["vector"][:10]:
+        assert repr(value) not in logged
+    assert transcript["text"] and transcript["text"][:40] not in logged
+
+
 def test_a_stop_during_enrolment_ends_the_job(engine: Engine, pair_samples: list[dict[str, str]]) -> None:
+    """Stopped while a minute-long sample is being diarized: the job ends there, before the recording is decoded."""
+    audio, turns = clip("ami_dev00")
+    long_sample = {
+        "name": "MEE009",
+        "audio_base64": wav_base64(np.resize(speech_alone(audio, turns, "MEE009"), 60 * RATE)),
+    }
+    request = TranscriptionRequest.model_validate(
+        {"audio": str(realspeech("ami_dev01.wav")), "speakers": [long_sample]}
+    )
     stop = StopSignal()
     stages: list[str] = []
-
-    def progress(stage: str, percent: float) -> None:
-        stages.append(stage)
-        stop.set("test")
-
-    request = TranscriptionRequest.model_validate({"audio": str(realspeech("ami_dev01.wav")), "speakers": pair_samples})
+    timer = threading.Timer(0.6, stop.set, ["test"])
+    timer.start()
+    started = time.perf_counter()
     with pytest.raises(JobStopped):
-        engine.run(request, progress=progress, stop=stop)
-    assert stages == ["enroll"]  # stopped while enrolling, before the recording was decoded
+        engine.run(request, progress=lambda stage, percent: stages.append(stage), stop=stop)
+    timer.cancel()
+    assert stages == ["enroll"], stages  # never reached the recording's decoding
+    assert time.perf_counter() - started < 0.6 + 1.5
+
+
+def test_an_official_worker_request_with_speakers_fails_on_its_own_fields(
+    worker: Engine, pair_samples: list[dict[str, str]]
+) -> None:
+    """`translate: true` (the official worker's) runs a second pass without speakers: its error, not `internal`."""
+    error = failed({"audio": str(realspeech("jfk.wav")), "translate": True, "speakers": pair_samples[:1]})
+    assert (error.code, error.field) == ("invalid_input", "translate")
+
+
+class _NoEmbeddings:
+    """A diarizer that finds speech but gives no speaker embeddings, as pyannote 3.x."""
+
+    name = "pyannote"
+    embedding_model = ""
+    embedding_size = None
+
+    def diarize(self, audio: np.ndarray, hint: object, progress: object = None) -> Diarization:
+        return Diarization([SpeakerTurn(0.0, 5.0, "A")])
+
+
+def test_a_diarizer_without_embeddings_says_it_cannot_recognise_voices() -> None:
+    with pytest.raises(WorkerError) as refused:
+        voiceprint(_NoEmbeddings(), np.zeros(RATE, dtype=np.float32), "speakers.0")  # type: ignore[arg-type]
+    assert refused.value.code == "model_unavailable" and "gives no speaker embeddings" in refused.value.message
+
+
+def test_an_error_lists_at_most_twenty_problems() -> None:
+    error = WorkerError.invalid_fields([(f"speakers.0.voiceprint.vector.{i}", "not a number") for i in range(50)])
+    assert error.message.startswith("50 invalid fields: not a number;") and error.message.endswith("; and 30 more")

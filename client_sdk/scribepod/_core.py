@@ -25,7 +25,7 @@ from scribepod.errors import (
     ScribepodError,
     SubmissionUncertain,
 )
-from scribepod.models import Enrollment, JobInfo, Provider, Segment, Transcript
+from scribepod.models import Enrollment, JobInfo, Provider, Segment, Transcript, Voiceprint
 from scribepod.redaction import redact
 
 DEFAULT_BASE_URL = "https://api.runpod.ai/v2/{endpoint_id}"
@@ -161,8 +161,19 @@ def output_of(state: JobState) -> Any:
 
 
 def enrollment_of(state: JobState, provider: Provider = "runpod") -> Enrollment:
-    """The voiceprints of a COMPLETED `enroll` job."""
-    return Enrollment.model_validate(output_of(state))
+    """The voiceprints of a COMPLETED `enroll` job. Fields a newer worker adds to a voiceprint are left out: a
+    voiceprint is sent back as a request field, where unknown fields are refused."""
+    output = output_of(state)
+    if isinstance(output, Mapping) and isinstance(output.get("speakers"), list):
+        output = {**output, "speakers": [_known_voiceprint_fields(entry) for entry in output["speakers"]]}
+    return Enrollment.model_validate(output)
+
+
+def _known_voiceprint_fields(entry: Any) -> Any:
+    if not isinstance(entry, Mapping) or not isinstance(entry.get("voiceprint"), Mapping):
+        return entry
+    voiceprint = {key: value for key, value in entry["voiceprint"].items() if key in Voiceprint.model_fields}
+    return {"name": entry.get("name"), "voiceprint": voiceprint}
 
 
 def transcript_of(state: JobState, provider: Provider = "runpod") -> Transcript:

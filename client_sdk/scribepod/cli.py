@@ -23,8 +23,8 @@ from scribepod.errors import (
     JobTimedOut,
     ScribepodError,
 )
-from scribepod.models import Segment, SpeakerSample, Transcript
-from scribepod.voices import load_voiceprints, save_voiceprints
+from scribepod.models import Segment, Transcript
+from scribepod.voices import Voice, load_voiceprints, save_voiceprints
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_AUTH, EXIT_UNAVAILABLE, EXIT_TIMEOUT = 0, 1, 2, 3, 4, 5
 FORMATS = ("srt", "vtt", "txt", "json", "rttm")
@@ -87,19 +87,21 @@ def request_options(args: argparse.Namespace) -> dict[str, Any]:
     return options
 
 
-def _voices(args: argparse.Namespace) -> dict[str, str | SpeakerSample]:
-    """`--voiceprints` files, then `--speaker NAME=FILE` recordings (a later one of a name replaces an earlier)."""
-    voices: dict[str, str | SpeakerSample] = {}
+def voices_of(args: argparse.Namespace) -> dict[str, list[Voice]]:
+    """`--voiceprints` files' voices and `--speaker NAME=FILE` recordings, by name: every sample of a name counts."""
+    voices: dict[str, list[Voice]] = {}
     for path in args.voiceprints or []:
-        voices.update({voice.name: voice for voice in load_voiceprints(path)})
-    voices.update(dict(args.speaker or []))
+        for voice in load_voiceprints(path):
+            voices.setdefault(voice.name, []).append(voice)
+    for name, recording in args.speaker or []:
+        voices.setdefault(name, []).append(recording)
     return voices
 
 
 def transcribe(client: Client, args: argparse.Namespace) -> int:
     progress = Progress(len(args.inputs), args.quiet)
     options = request_options(args)
-    if voices := _voices(args):  # enrolled once here, not by each input's job
+    if voices := voices_of(args):  # enrolled once here, not by each input's job
         options["speakers"] = client.enroll(voices, timeout=args.timeout)
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
@@ -172,7 +174,10 @@ def transcribe(client: Client, args: argparse.Namespace) -> int:
 
 
 def enroll(client: Client, args: argparse.Namespace) -> int:
-    voices = client.enroll(dict(args.samples), timeout=args.timeout)
+    samples: dict[str, list[Voice]] = {}
+    for name, recording in args.samples:
+        samples.setdefault(name, []).append(recording)
+    voices = client.enroll(samples, timeout=args.timeout)
     try:
         save_voiceprints(args.out, voices)
     except OSError as error:

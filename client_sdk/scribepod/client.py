@@ -12,6 +12,7 @@ import logging
 import math
 import os
 import tempfile
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
@@ -48,7 +49,7 @@ from scribepod._sources import (
     prepare,
     read_bytes,
 )
-from scribepod.errors import EndpointUnavailable, InvalidInput, ScribepodError
+from scribepod.errors import EndpointUnavailable, InvalidInput, JobFailed, ScribepodError
 from scribepod.models import Enrollment, Provider, Segment, SpeakerSample, Transcript, TranscriptionOptions
 from scribepod.redaction import redact, register_secret
 from scribepod.shards import (
@@ -69,6 +70,8 @@ log = logging.getLogger("scribepod")
 MAX_EXECUTION_TIMEOUT_S = 7 * 24 * 3600.0
 
 Fallback = Literal["never", "on_error", "local_only"]
+# Stands in for each voiceprint while a job's options are checked before its recordings are enrolled.
+_STAND_IN_VOICEPRINT = {"embedding_model": "stand-in", "vector": [1.0]}
 _VERSION = "0.1.0"
 
 
@@ -225,18 +228,31 @@ class _ClientBase:
         """An `enroll` job's body: each recording inline (compressed where large) or uploaded, all within /runsync's
         limit."""
         share = RUNSYNC_PAYLOAD_LIMIT // len(recordings)
-        prepared = [
-            prepare(recording.source, options_size=len(recording.name) + 32, limit=share, s3=self.s3)
-            for recording in recordings
-        ]
+        prepared: list[PreparedAudio] = []
+        try:
+            for recording in recordings:
+                prepared.append(
+                    prepare(recording.source, options_size=len(recording.name) + 32, limit=share, s3=self.s3)
+                )
+        except BaseException:  # samples uploaded before the one that failed are not left in the bucket
+            for audio in prepared:
+                self._cleanup(audio)
+            raise
         samples = [{"name": r.name, **audio.fields} for r, audio in zip(recordings, prepared, strict=True)]
         return {"input": {"enroll": samples}}, prepared
 
-    def _to_enroll(self, options: dict[str, Any]) -> tuple[list[SpeakerSample | Recording], list[Recording]]:
-        """The job's speakers, and the recordings among them not enrolled yet (each once)."""
-        entries, recordings = split_voices(options["speakers"])
-        missing = {recording.key: recording for recording in recordings if recording.key not in self._voiceprints}
-        return entries, list(missing.values())
+    def _missing(self, entries: Sequence[SpeakerSample | Recording]) -> list[Recording]:
+        """The recordings among `entries` not enrolled yet, each once."""
+        missing = {e.key: e for e in entries if isinstance(e, Recording) and e.key not in self._voiceprints}
+        return list(missing.values())
+
+    def _check_before_enrolling(self, options: dict[str, Any], entries: Sequence[SpeakerSample | Recording]) -> None:
+        """The job's options checked with stand-ins for the voiceprints, so a typo fails before samples are sent."""
+        stand_ins = [{"name": entry.name, "voiceprint": _STAND_IN_VOICEPRINT} for entry in entries]
+        self._options({**options, "speakers": stand_ins})
+
+    def _recorded(self, entries: Sequence[SpeakerSample | Recording]) -> list[SpeakerSample]:
+        return [self._voiceprints[entry.key] if isinstance(entry, Recording) else entry for entry in entries]
 
     def _enrolled(self, recordings: Sequence[Recording], voices: Sequence[SpeakerSample]) -> None:
         if len(voices) != len(recordings):
@@ -248,6 +264,15 @@ class _ClientBase:
         self, options: dict[str, Any], entries: Sequence[SpeakerSample | Recording]
     ) -> dict[str, Any]:
         return {**options, "speakers": wire_speakers(entries, self._voiceprints)}
+
+    @staticmethod
+    def _sample_failure(error: JobFailed, recordings: Sequence[Recording]) -> JobFailed:
+        """An enrolment's failure naming the person whose sample it was (`enroll.N` counts only what was sent)."""
+        index = error.field.split(".")[1] if error.field and error.field.startswith("enroll.") else ""
+        if not index.isdigit() or int(index) >= len(recordings):
+            return error
+        name = recordings[int(index)].name
+        return JobFailed(error.code, f"the voice sample of {name!r}: {error.message}", error.field, error.job_id)
 
     @staticmethod
     def _payload_limit(follows: bool) -> int:
@@ -316,6 +341,7 @@ class Client(_ClientBase):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._http = httpx.Client(base_url=self.base_url or "", headers=self._headers())
+        self._enrolling = threading.Lock()
 
     def __enter__(self) -> Client:
         return self
@@ -393,25 +419,29 @@ class Client(_ClientBase):
     def enroll(self, samples: SpeakerVoices, *, timeout: float | None = None) -> list[SpeakerSample]:
         """Voiceprints of voice samples, {name: recording}, each a few seconds to a minute of the person alone: pass
         them as `speakers=` (or keep them with `save_voiceprints`). The worker keeps neither samples nor prints."""
-        entries, missing = self._to_enroll({"speakers": samples})
-        if missing:
-            self._enrolled(missing, self._enroll(missing, timeout))
-        return [self._voiceprints[entry.key] if isinstance(entry, Recording) else entry for entry in entries]
+        entries, _ = split_voices(samples)
+        self._enrol_missing(entries, timeout)
+        return self._recorded(entries)
 
     def _voices(self, options: dict[str, Any], timeout: float | None) -> dict[str, Any]:
         """`speakers` as voiceprints, recordings enrolled first (once per client)."""
         if options.get("speakers") is None:
             return options
-        entries, missing = self._to_enroll(options)
-        if missing:
-            self._enrolled(missing, self._enroll(missing, timeout))
+        entries, _ = split_voices(options["speakers"])
+        self._check_before_enrolling(options, entries)
+        self._enrol_missing(entries, timeout)
         return self._with_voiceprints(options, entries)
 
+    def _enrol_missing(self, entries: Sequence[SpeakerSample | Recording], timeout: float | None) -> None:
+        with self._enrolling:  # calls that need the same recording at once enrol it once
+            if missing := self._missing(entries):
+                self._enrolled(missing, self._enroll(missing, timeout))
+
     def _enroll(self, recordings: Sequence[Recording], timeout: float | None) -> list[SpeakerSample]:
-        if self.fallback == "local_only":
-            assert self._local is not None
-            return self._local.enroll(recordings)
         try:
+            if self.fallback == "local_only":
+                assert self._local is not None
+                return self._local.enroll(recordings)
             body, prepared = self._enrollment_body(recordings)
             try:
                 flow = _flows.run_and_wait(
@@ -421,6 +451,8 @@ class Client(_ClientBase):
             finally:
                 for audio in prepared:
                     self._cleanup(audio)
+        except JobFailed as error:
+            raise self._sample_failure(error, recordings) from None
         except ScribepodError as error:
             if self._should_fall_back(error):
                 assert self._local is not None
@@ -633,6 +665,7 @@ class AsyncClient(_ClientBase):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._http = httpx.AsyncClient(base_url=self.base_url or "", headers=self._headers())
+        self._enrolling = asyncio.Lock()
 
     async def __aenter__(self) -> AsyncClient:
         return self
@@ -701,24 +734,28 @@ class AsyncClient(_ClientBase):
 
     async def enroll(self, samples: SpeakerVoices, *, timeout: float | None = None) -> list[SpeakerSample]:
         """As `Client.enroll`."""
-        entries, missing = await asyncio.to_thread(self._to_enroll, {"speakers": samples})
-        if missing:
-            self._enrolled(missing, await self._enroll(missing, timeout))
-        return [self._voiceprints[entry.key] if isinstance(entry, Recording) else entry for entry in entries]
+        entries, _ = await asyncio.to_thread(split_voices, samples)
+        await self._enrol_missing(entries, timeout)
+        return self._recorded(entries)
 
     async def _voices(self, options: dict[str, Any], timeout: float | None) -> dict[str, Any]:
         if options.get("speakers") is None:
             return options
-        entries, missing = await asyncio.to_thread(self._to_enroll, options)
-        if missing:
-            self._enrolled(missing, await self._enroll(missing, timeout))
+        entries, _ = await asyncio.to_thread(split_voices, options["speakers"])
+        self._check_before_enrolling(options, entries)
+        await self._enrol_missing(entries, timeout)
         return self._with_voiceprints(options, entries)
 
+    async def _enrol_missing(self, entries: Sequence[SpeakerSample | Recording], timeout: float | None) -> None:
+        async with self._enrolling:
+            if missing := self._missing(entries):
+                self._enrolled(missing, await self._enroll(missing, timeout))
+
     async def _enroll(self, recordings: Sequence[Recording], timeout: float | None) -> list[SpeakerSample]:
-        if self.fallback == "local_only":
-            assert self._local is not None
-            return await asyncio.to_thread(self._local.enroll, recordings)
         try:
+            if self.fallback == "local_only":
+                assert self._local is not None
+                return await asyncio.to_thread(self._local.enroll, recordings)
             body, prepared = await asyncio.to_thread(self._enrollment_body, recordings)
             try:
                 flow = _flows.run_and_wait(
@@ -728,6 +765,8 @@ class AsyncClient(_ClientBase):
             finally:
                 for audio in prepared:
                     await asyncio.to_thread(self._cleanup, audio)
+        except JobFailed as error:
+            raise self._sample_failure(error, recordings) from None
         except ScribepodError as error:
             if self._should_fall_back(error):
                 assert self._local is not None

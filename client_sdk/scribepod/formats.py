@@ -39,11 +39,15 @@ def render_vtt(transcript: Transcript) -> str:
     """WebVTT with voice spans (`<v SPEAKER_00>`), which players show as the speaker's name."""
     cues = ["WEBVTT\n"]
     for segment in transcript.segments:
-        text = _cue_text(segment).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-        if segment.speaker:
-            text = f"<v {segment.speaker}>{text}"
+        text = _escaped(_cue_text(segment))
+        if segment.speaker:  # a name (a channel's, an enrolled person's) may hold any printable character
+            text = f"<v {_escaped(segment.speaker)}>{text}"
         cues.append(f"{_clock(segment.start, '.')} --> {_clock(segment.end, '.')}\n{text}\n")
     return "\n".join(cues)
+
+
+def _escaped(text: str) -> str:
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def render_text(transcript: Transcript) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -37,12 +38,13 @@ ErrorCode = Literal[
 
 
 def _check_name(name: str) -> str:
-    """A channel's or an enrolled speaker's name labels words in every format: it must say something."""
+    """A channel's or an enrolled speaker's name labels words in every format: it must say something. Returned in
+    Unicode's composed form (NFC), so "José" typed on one system and another is one name."""
     if not name.strip() or name != name.strip() or len(name) > MAX_CHANNEL_NAME:
         raise ValueError(f"each name must be 1 to {MAX_CHANNEL_NAME} characters without leading or trailing spaces")
     if not name.isprintable():
         raise ValueError("names must not contain control characters")
-    return name
+    return unicodedata.normalize("NFC", name)
 
 
 class Voiceprint(BaseModel):
@@ -63,8 +65,9 @@ class Voiceprint(BaseModel):
     def _usable_vector(cls, vector: list[float]) -> list[float]:
         if not all(math.isfinite(value) for value in vector):
             raise ValueError("every value must be a finite number")
-        if not any(vector):
-            raise ValueError("must not be all zeros")
+        length = math.sqrt(math.fsum(value * value for value in vector))
+        if not 1e-3 <= length <= 1e3:  # `enroll` gives unit length; far off it, cosines underflow or overflow
+            raise ValueError(f"must be a voiceprint as `enroll` returns it (unit length, not {length:.3g})")
         return vector
 
 
@@ -82,7 +85,8 @@ class SpeakerSample(BaseModel):
     @field_validator("name")
     @classmethod
     def _speaker_name(cls, name: str) -> str:
-        if _SPEAKER_LABEL.fullmatch(_check_name(name)):
+        name = _check_name(name)
+        if _SPEAKER_LABEL.fullmatch(name):
             raise ValueError("must not look like a label the worker gives unnamed speakers (SPEAKER_00, ...)")
         return name
 
@@ -153,8 +157,7 @@ class TranscriptionOptions(BaseModel):
     @classmethod
     def _distinct_names(cls, names: list[str] | None) -> list[str] | None:
         """Each name labels one channel's speaker: it must say something, and two channels never share one."""
-        for name in names or []:
-            _check_name(name)
+        names = [_check_name(name) for name in names] if names is not None else None
         if names is not None and len(set(names)) != len(names):
             raise ValueError("two channels must not have the same name")
         return names

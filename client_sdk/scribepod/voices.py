@@ -6,9 +6,11 @@ voiceprints (sent as they are), so the same recording is sent once, not with eve
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
+import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,9 +22,10 @@ from scribepod._sources import Source, is_remote, read_bytes
 from scribepod.errors import InvalidInput
 from scribepod.models import SpeakerSample, Voiceprint
 
-SpeakerVoices = Mapping[str, Source | Voiceprint | SpeakerSample] | Sequence[SpeakerSample]
-"""What `transcribe(..., speakers=)` takes: {name: recording or voiceprint}, or the list `enroll` and
-`load_voiceprints` give."""
+Voice = Source | Voiceprint | SpeakerSample
+SpeakerVoices = Mapping[str, Voice | list[Voice] | tuple[Voice, ...]] | Sequence[SpeakerSample]
+"""What `transcribe(..., speakers=)` and `enroll` take: {name: recording or voiceprint, or a list of them (samples
+of one person)}, or the list `enroll` and `load_voiceprints` give."""
 
 _FILE_VERSION = 1
 
@@ -40,27 +43,42 @@ def split_voices(speakers: SpeakerVoices) -> tuple[list[SpeakerSample | Recordin
     """The job's speakers in order, each a voiceprint ready to send or a recording, and the recordings alone."""
     entries: list[SpeakerSample | Recording] = []
     if isinstance(speakers, Mapping):
-        for name, voice in speakers.items():
-            if isinstance(voice, SpeakerSample):
-                entries.append(_named(voice, name))
-            elif isinstance(voice, Voiceprint):
-                entries.append(_sample(name, voice))
-            elif isinstance(voice, str) and is_remote(voice):
-                entries.append(Recording(name, voice, f"{name}\0url\0{voice}"))
-            else:  # read once: a file object cannot be read again for the enrolment
-                data = read_bytes(voice)
-                entries.append(Recording(name, data, f"{name}\0sha256\0{hashlib.sha256(data).hexdigest()}"))
+        for name, given in speakers.items():
+            for voice in given if isinstance(given, list | tuple) else [given]:
+                entries.append(_entry(name, voice))
     elif isinstance(speakers, Sequence) and not isinstance(speakers, str | bytes):
         for voice in speakers:
             if not isinstance(voice, SpeakerSample):
                 raise InvalidInput(
-                    f"speakers: a list must hold enrolled voices (SpeakerSample), not {type(voice).__name__}; "
-                    "pass recordings as {name: file}"
+                    f"speakers: a list must hold SpeakerSample entries (as `enroll` returns), not "
+                    f"{type(voice).__name__}; pass recordings as {{name: file}}"
                 )
-            entries.append(voice)
+            entries.append(_entry(voice.name, voice))
     else:
         raise InvalidInput(f"speakers: give {{name: recording or voiceprint}} or a list, not {type(speakers).__name__}")
     return entries, [entry for entry in entries if isinstance(entry, Recording)]
+
+
+def _entry(name: str, voice: Voice) -> SpeakerSample | Recording:
+    """A voiceprint under `name` (checked with the job's other options, naming the field), or a recording."""
+    if isinstance(voice, SpeakerSample) and voice.voiceprint is not None:
+        return voice if voice.name == name else SpeakerSample.model_construct(**{**dict(voice), "name": name})
+    if isinstance(voice, SpeakerSample):  # a recording given the wire's way: enrolled like any other
+        if voice.audio is not None:
+            return _recording(name, voice.audio)
+        return _recording(name, base64.b64decode(voice.audio_base64 or "", validate=False))
+    if isinstance(voice, Voiceprint):
+        return SpeakerSample.model_construct(name=name, voiceprint=voice)
+    return _recording(name, voice)
+
+
+def _recording(name: str, source: Source) -> Recording:
+    """A recording remembered by name and content: its bytes, read once here (a file object cannot be read twice), or
+    for a URL its address."""
+    if isinstance(source, str) and is_remote(source):
+        return Recording(name, source, f"{name}\0url\0{source}")
+    data = read_bytes(source)
+    return Recording(name, data, f"{name}\0sha256\0{hashlib.sha256(data).hexdigest()}")
 
 
 def wire_speakers(
@@ -79,10 +97,16 @@ def save_voiceprints(path: str | os.PathLike[str], voices: Sequence[SpeakerSampl
             raise InvalidInput(f"{voice.name}: only voiceprints are saved, not recordings (enrol it first)")
         prints.append(voice.model_dump(mode="json", exclude_none=True))
     target = Path(path)
-    descriptor = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-        json.dump({"version": _FILE_VERSION, "voiceprints": prints}, file)
-    target.chmod(0o600)  # an existing file keeps its mode through O_CREAT
+    # A new file, readable by its owner alone from the start, then put in place in one step: an existing file's
+    # looser mode never applies, and an interrupted save leaves the old voiceprints whole.
+    descriptor, temporary = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            json.dump({"version": _FILE_VERSION, "voiceprints": prints}, file)
+        Path(temporary).replace(target)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
 
 
 def load_voiceprints(path: str | os.PathLike[str]) -> list[SpeakerSample]:
@@ -103,12 +127,3 @@ def load_voiceprints(path: str | os.PathLike[str]) -> list[SpeakerSample]:
 def _first_error(error: ValidationError) -> str:
     first = error.errors()[0]
     return f"{'.'.join(str(part) for part in first['loc'])}: {first['msg'].removeprefix('Value error, ')}"
-
-
-def _named(voice: SpeakerSample, name: str) -> SpeakerSample:
-    """`voice` under the mapping's name; checked with the rest of the job's options (naming the field)."""
-    return voice if voice.name == name else SpeakerSample.model_construct(**{**dict(voice), "name": name})
-
-
-def _sample(name: str, voiceprint: Voiceprint) -> SpeakerSample:
-    return SpeakerSample.model_construct(name=name, voiceprint=voiceprint)

@@ -74,9 +74,10 @@ def main() -> None:
     _check_test_input(sys.argv[1:])
     configure_logging()
     local_test = _local_test(sys.argv[1:])
-    if local_test:
-        # RunPod's logger defaults to DEBUG and would print the whole JSON result three times over the transcript.
-        os.environ.setdefault("RUNPOD_LOG_LEVEL", "WARN")
+    # RunPod's logger defaults to DEBUG, which logs every job's input and output whole: transcripts, voice samples and
+    # voiceprints would land in the worker's logs. INFO keeps its job lines without them; locally, WARN (the printed
+    # transcript follows).
+    os.environ.setdefault("RUNPOD_LOG_LEVEL", "WARN" if local_test else "INFO")
     import runpod
 
     try:

@@ -36,7 +36,15 @@ from scribepod_worker.config import WorkerSettings
 from scribepod_worker.decode import SAMPLE_RATE, decode_audio
 from scribepod_worker.diarize import Diarization, Diarizer, SpeakerCountHint, default_diarizer_name, load_diarizer
 from scribepod_worker.errors import WorkerError
-from scribepod_worker.identify import MAX_SAMPLE_S, EnrolledVoice, Recognition, enrolled_voice, recognise, voiceprint
+from scribepod_worker.identify import (
+    MAX_SAMPLE_S,
+    EnrolledVoice,
+    Recognition,
+    enrolled_voice,
+    no_embeddings,
+    recognise,
+    voiceprint,
+)
 from scribepod_worker.sources import materialize
 from scribepod_worker.stop import StopSignal
 
@@ -120,11 +128,12 @@ class Engine:
         started = time.perf_counter()
         options = request.options()
         model = self._load_model(options)  # a missing model fails before gigabytes are fetched
+        enroll_started = time.perf_counter()
         voices = None
         if options.speakers is not None:  # before the audio: a bad sample fails the job before hours are decoded
             _report(progress, "enroll", 0.0)
             voices = self._enrolled_voices(options.speakers, s3_config, stop)
-        enroll_seconds = time.perf_counter() - started
+        enroll_seconds = time.perf_counter() - enroll_started  # model loading counts as decoding, as before
         _report(progress, "decode", 0.0)
         low, _ = _ASR_SPAN
 
@@ -391,6 +400,8 @@ class Engine:
         recognition = None
         if voices is not None and diarizer is not None and diarization is not None:
             spoken = {turn.speaker for turn in diarization.turns if turn.end > turn.start}
+            if spoken and not diarization.centroids:  # pyannote 3.x: naming nobody would look like no match
+                raise no_embeddings(diarizer)
             centroids = {label: vector for label, vector in diarization.centroids.items() if label in spoken}
             recognition = recognise(centroids, voices, diarizer.embedding_model, options.speaker_threshold)
         attributed = attribute_speakers(

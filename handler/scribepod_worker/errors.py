@@ -10,6 +10,10 @@ from pydantic_core import ErrorDetails
 
 from scribepod.models import ErrorInfo
 
+# Problems one `invalid_input` message lists: a list of thousands of bad values (a mangled voiceprint) would make a
+# message of megabytes, logged and sent back.
+_MOST_LISTED = 20
+
 
 class WorkerError(Exception):
     """A job failure the caller can act on; `code` is one of the contract's error codes."""
@@ -43,8 +47,9 @@ class WorkerError(Exception):
         if len(ordered) == 1:
             field, message = ordered[0]
             return cls("invalid_input", message, field)
-        listed = "; ".join(message for _, message in ordered)
-        return cls("invalid_input", f"{len(ordered)} invalid fields: {listed}", ordered[0][0])
+        listed = "; ".join(message for _, message in ordered[:_MOST_LISTED])
+        more = f"; and {len(ordered) - _MOST_LISTED} more" if len(ordered) > _MOST_LISTED else ""
+        return cls("invalid_input", f"{len(ordered)} invalid fields: {listed}{more}", ordered[0][0])
 
 
 def validation_problems(

@@ -3,8 +3,9 @@ model), and each speaker the diarizer found takes the name of the voiceprint its
 
 A voiceprint is a sample's dominant voice as the diarizer hears it: the sample is diarized like any recording and
 the centroid of its longest-speaking speaker is kept. Centroids of a recording's speakers are built the same way,
-so the two compare directly (cosine). Names go one to one: the pairs of greatest similarity win (Hungarian
-assignment), so two speakers never share a name, and a pair below `MATCH_THRESHOLD` is no match.
+so the two compare directly (cosine). Names go one to one, best pair first: the most similar (speaker, name) pair
+is matched, then the most similar of those left, so two speakers never share a name and no speaker loses its best
+name to make room for another; a pair below `MATCH_THRESHOLD` is no match.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
 
 from scribepod.models import Identification, SpeakerMatch, Voiceprint
 from scribepod_worker.diarize import Diarizer, SpeakerCountHint
@@ -56,6 +56,8 @@ def voiceprint(
     spoken: dict[str, float] = {}
     for turn in diarization.turns:
         spoken[turn.speaker] = spoken.get(turn.speaker, 0.0) + max(0.0, turn.end - turn.start)
+    if spoken and not diarization.centroids:
+        raise no_embeddings(diarizer)
     voiced = {label: seconds for label, seconds in spoken.items() if label in diarization.centroids}
     if not voiced or max(voiced.values()) < MIN_SAMPLE_SPEECH_S:
         found = max(voiced.values(), default=0.0)
@@ -75,6 +77,15 @@ def voiceprint(
     )
 
 
+def no_embeddings(diarizer: Diarizer) -> WorkerError:
+    return WorkerError(
+        "model_unavailable",
+        f"this worker's {diarizer.name} diarizer gives no speaker embeddings, so it cannot recognise voices "
+        "(`speakers`): use the builtin diarizer or pyannote 4",
+        "speakers",
+    )
+
+
 def enrolled_voice(name: str, sample: int, print_: Voiceprint, diarizer: Diarizer) -> EnrolledVoice:
     """A voiceprint checked against this worker's embedding model, as a unit vector."""
     field = f"speakers.{sample}.voiceprint"
@@ -85,6 +96,13 @@ def enrolled_voice(name: str, sample: int, print_: Voiceprint, diarizer: Diarize
             f"{diarizer.name} diarizer embeds voices with {diarizer.embedding_model!r}: voices of two models do not "
             "compare. Enrol the sample again on this worker (an `enroll` job) or send the recording itself.",
             f"{field}.embedding_model",
+        )
+    if diarizer.embedding_size is not None and len(print_.vector) != diarizer.embedding_size:
+        raise WorkerError(
+            "invalid_input",
+            f"{field}.vector: has {len(print_.vector)} values, but {diarizer.embedding_model!r} gives "
+            f"{diarizer.embedding_size}",
+            f"{field}.vector",
         )
     vector = np.asarray(print_.vector, dtype=np.float64)
     return EnrolledVoice(name, sample, vector / np.linalg.norm(vector))
@@ -121,15 +139,21 @@ def recognise(
                 best[row, column], best_sample[row, column] = similarity, voice.sample
     names: dict[str, str] = {}
     matches: dict[str, SpeakerMatch] = {}
-    if labels and enrolled:
-        # Only pairs at or above the threshold weigh in: a pair that could never match must not steer the others.
-        acceptable = np.where(best >= threshold, best, 0.0)
-        for row, column in zip(*linear_sum_assignment(-acceptable), strict=True):
-            if best[row, column] >= threshold:
-                names[labels[row]] = enrolled[column]
-                matches[labels[row]] = SpeakerMatch(
-                    name=enrolled[column], sample=int(best_sample[row, column]), similarity=round(best[row, column], 4)
-                )
+    # Best pair first: the most similar (speaker, name) pair at or above the threshold is matched, then the next of a
+    # speaker and a name both still free, and so on; a speaker never gives up its best name to make room for another.
+    pairs = sorted(
+        ((best[row, column], row, column) for row in range(len(labels)) for column in range(len(enrolled))),
+        key=lambda pair: (-pair[0], pair[1], pair[2]),
+    )
+    for similarity, row, column in pairs:
+        if similarity < threshold:
+            break
+        if labels[row] in names or enrolled[column] in names.values():
+            continue
+        names[labels[row]] = enrolled[column]
+        matches[labels[row]] = SpeakerMatch(
+            name=enrolled[column], sample=int(best_sample[row, column]), similarity=round(float(similarity), 4)
+        )
     similarities = {
         label: {name: round(float(best[row, column]), 4) for column, name in enumerate(enrolled)}
         for row, label in enumerate(labels)

@@ -51,6 +51,8 @@ class Diarizer(Protocol):
     embedding_model: str
     """Names the speaker-embedding model (down to its weights) behind `Diarization.centroids`: centroids compare
     only with centroids of the same `embedding_model`."""
+    embedding_size: int | None
+    """How many values a centroid has, where known before any audio is diarized (None: known only then)."""
 
     def diarize(
         self, audio: np.ndarray, hint: SpeakerCountHint, progress: Callable[[float], None] | None = None

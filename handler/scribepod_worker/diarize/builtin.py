@@ -110,6 +110,7 @@ class BuiltinDiarizer:
         self.device = device
         self.segmentation: PyanNet = load_segmentation(segmentation_checkpoint(weights), device)
         self.embedding: CamPlusPlus = load_campplus(campplus_checkpoint(weights), device)
+        self.embedding_size: int | None = self.embedding.dimension
         self._bfloat16 = self.options.bfloat16 and device == "cpu" and _native_bfloat16()
 
     def diarize(

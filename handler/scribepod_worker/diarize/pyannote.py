@@ -310,6 +310,7 @@ class PyannoteDiarizer:
         self._pipeline = pipeline
         self._torch = torch
         self.embedding_model = embedding_model_name(config)
+        self.embedding_size: int | None = None  # the pipeline's embedding model says, once it has run
 
     def diarize(
         self, audio: np.ndarray, hint: SpeakerCountHint, progress: Callable[[float], None] | None = None
