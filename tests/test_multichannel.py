@@ -205,6 +205,11 @@ def test_plain_jobs_say_nothing_about_channels(worker: Engine, sample_call: Call
         ({"multichannel": "auto", "return_embeddings": True}, "return_embeddings", "not with multichannel"),
         ({"diarize_channels": True}, "diarize_channels", "needs multichannel"),
         ({"multichannel": True, "diarize_channels": True, "diarize": False}, "diarize_channels", "diarize false"),
+        (
+            {"multichannel": True, "diarize_channels": True, "channel_names": ["Room", "Room/SPEAKER_00"]},
+            "channel_names",
+            "no '/'",
+        ),
     ],
 )
 def test_invalid_combinations_name_the_field(worker: Engine, change: dict[str, Any], field: str, fragment: str) -> None:
@@ -339,12 +344,19 @@ def test_words_over_silence_and_words_of_no_length_are_judged_on_a_level() -> No
     assert dropped == 0 and len(kept[0]) == 1
 
 
-def test_a_room_on_one_channel_is_diarized_within_it_when_asked(worker: Engine, tmp_path: Path) -> None:
-    """A caller (JFK) on channel 0 and a meeting room (ami_dev00: MEE009 and MEE012) on channel 1, taking turns."""
+@pytest.mark.parametrize("bleed_db", [None, -20.0])
+def test_a_room_on_one_channel_is_diarized_within_it_when_asked(
+    worker: Engine, tmp_path: Path, bleed_db: float | None
+) -> None:
+    """A caller (JFK) on channel 0 and a meeting room (ami_dev00: MEE009 and MEE012) on channel 1, taking turns;
+    with bleed, each side is also heard through the other's microphone: that is no extra voice on either."""
     room = decode_audio(realspeech("ami_dev00.wav"), 600.0)
     caller = decode_audio(realspeech("jfk.wav"), 600.0)
     call = np.zeros((room.size + caller.size, 2), dtype=np.float32)
     call[room.size :, 0], call[: room.size, 1] = caller, room
+    if bleed_db is not None:
+        gain = 10.0 ** (bleed_db / 20.0)
+        call = call + gain * call[:, ::-1]
     path = tmp_path / "room.wav"
     soundfile.write(path, call, SAMPLE_RATE, subtype="PCM_16")
     asked = {"audio": str(path), "multichannel": True, "channel_names": ["Caller", "Room"]}
@@ -376,5 +388,7 @@ def test_the_cli_asks_for_channels() -> None:
         parse(["transcribe", "a.wav", "--multichannel", "--channel-names", "Agent,Customer", "--diarize-channels"])
     )
     assert asked == {"multichannel": True, "channel_names": ["Agent", "Customer"], "diarize_channels": True}
-    assert cli_options(parse(["transcribe", "a.wav", "--multichannel", "auto"])) == {"multichannel": "auto"}
+    assert cli_options(parse(["transcribe", "a.wav", "--multichannel-auto"])) == {"multichannel": "auto"}
+    first = parse(["transcribe", "--multichannel", "call.wav"])  # the flag takes no value: the input stays an input
+    assert first.inputs == ["call.wav"] and cli_options(first) == {"multichannel": True}
     TranscriptionOptions.model_validate(asked)  # what the CLI builds is a valid request

@@ -11,6 +11,7 @@ import json
 import stat
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import numpy as np
@@ -18,6 +19,7 @@ import pytest
 import soundfile
 
 from scribepod import AsyncClient, Client, JobFailed, load_voiceprints, save_voiceprints
+from scribepod import voices as voices_module
 from scribepod._core import JobState, enrollment_of
 from scribepod.cli import build_parser, main
 from scribepod.cli import voices_of as cli_voices
@@ -71,8 +73,13 @@ def named(speakers: list[object]) -> list[str]:
     return sorted(speaker.id for speaker in speakers if getattr(speaker, "match", None) is not None)  # type: ignore[attr-defined]
 
 
+def _half_written(document: object, file: Any) -> None:
+    file.write('{"version": 1, "voicepr')
+    raise OSError(28, "No space left on device")
+
+
 def test_recordings_are_enrolled_once_and_name_the_speakers(
-    watched: tuple[Client, Bodies], sample_files: dict[str, Path], tmp_path: Path
+    watched: tuple[Client, Bodies], sample_files: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     client, bodies = watched
     voices = {who: str(path) for who, path in sample_files.items()}
@@ -98,6 +105,11 @@ def test_recordings_are_enrolled_once_and_name_the_speakers(
     save_voiceprints(saved, enrolled)
     assert stat.S_IMODE(saved.stat().st_mode) == 0o600
     assert [path.name for path in tmp_path.iterdir()] == ["voices.json"]  # no temporary file left
+    with monkeypatch.context() as patched:  # a save cut short (disk full) leaves the voiceprints saved before whole
+        patched.setattr(voices_module.json, "dump", _half_written)
+        with pytest.raises(OSError):
+            save_voiceprints(saved, enrolled[:1])
+    assert load_voiceprints(saved) == enrolled and [path.name for path in tmp_path.iterdir()] == ["voices.json"]
     assert load_voiceprints(saved) == enrolled
     with Client(base_url=client.base_url, timeout=120) as fresh:
         fresh_bodies = Bodies()
@@ -163,6 +175,25 @@ def test_the_cli_enrols_voices_and_names_speakers(
     with pytest.raises(SystemExit) as usage:
         main(["--base-url", endpoint, "enroll", "Alice", "--out", str(saved)])
     assert usage.value.code == 2
+    # Options that cannot combine fail before any sample is sent, and as an error, not a traceback.
+    recording = str(realspeech("ami_dev00.wav"))
+    assert (
+        main(
+            [
+                "--base-url",
+                "http://127.0.0.1:9",
+                "transcribe",
+                recording,
+                "--speaker",
+                f"A={recording}",
+                "--multichannel",
+            ]
+        )
+        == 1
+    )
+    assert "speakers: not with multichannel" in capsys.readouterr().err
+    assert main(["--base-url", "http://127.0.0.1:9", "transcribe", recording, "--shards", "2", "--multichannel"]) == 1
+    assert "shards do not combine with multichannel" in capsys.readouterr().err
 
 
 def test_local_inference_enrols_and_names_speakers(sample_files: dict[str, Path], local_model: None) -> None:

@@ -82,7 +82,8 @@ def test_the_same_voices_in_every_shard_get_the_same_labels(served: str, sample_
     assert first == second, f"one person, two labels across the cut at {cut:.1f} s: {first} vs {second}"
     assert len(set(first.values())) == 2, "two people, two labels"
     assert {speaker.id for speaker in transcript.speakers} == {"SPEAKER_00", "SPEAKER_01"}
-    assert transcript.embedding_model and all(speaker.embedding for speaker in transcript.speakers)
+    # The shards' centroids linked the speakers; not asked for, they stay out of the result, as with one job.
+    assert transcript.embedding_model is None and all(speaker.embedding is None for speaker in transcript.speakers)
 
 
 def test_enrolled_people_keep_their_names_across_shards(served: str, sample_dir: Path, tmp_path: Path) -> None:
@@ -314,6 +315,17 @@ def test_merge_keeps_enrolled_names_and_never_joins_two_of_them() -> None:
     assert [speaker.id for speaker in together.speakers] == ["Alice"]
     unnamed = merge([shard(0, [("SPEAKER_00", a, None)]), shard(1, [("Alice", b, "Alice")])], SpeakerHint())
     assert [speaker.id for speaker in unnamed.speakers] == ["Alice", "SPEAKER_00"]
+    # A count hint joins unlike voices, but never a stranger to a name.
+    hinted = merge(
+        [shard(0, [("SPEAKER_00", a, None)]), shard(1, [("Alice", b, "Alice")])], SpeakerHint(max_speakers=1)
+    )
+    assert [speaker.id for speaker in hinted.speakers] == ["Alice", "SPEAKER_00"]
+    strangers = merge(
+        [shard(0, [("SPEAKER_00", a, None)]), shard(1, [("SPEAKER_00", b, None)])], SpeakerHint(max_speakers=1)
+    )
+    assert [speaker.id for speaker in strangers.speakers] == ["SPEAKER_00"]
+    quiet = merge([shard(0, [("Alice", a, "Alice")])], SpeakerHint(), embeddings=False)
+    assert quiet.embedding_model is None and quiet.speakers[0].embedding is None
 
 
 def _differing(left: list[str], right: list[str]) -> int:

@@ -19,6 +19,7 @@ from scribepod.client import Client
 from scribepod.errors import (
     AuthenticationError,
     EndpointUnavailable,
+    InvalidInput,
     JobCancelled,
     JobTimedOut,
     ScribepodError,
@@ -79,7 +80,7 @@ def request_options(args: argparse.Namespace) -> dict[str, Any]:
     if args.no_diarize:
         options["diarize"] = False
     if args.multichannel is not None:
-        options["multichannel"] = True if args.multichannel == "on" else "auto"
+        options["multichannel"] = args.multichannel
     if args.channel_names:
         options["channel_names"] = args.channel_names.split(",")
     if args.diarize_channels:
@@ -101,7 +102,8 @@ def voices_of(args: argparse.Namespace) -> dict[str, list[Voice]]:
 def transcribe(client: Client, args: argparse.Namespace) -> int:
     progress = Progress(len(args.inputs), args.quiet)
     options = request_options(args)
-    if voices := voices_of(args):  # enrolled once here, not by each input's job
+    if voices := voices_of(args):  # enrolled once here, not by each input's job, after the options are checked
+        client.check_options(options, voices)
         options["speakers"] = client.enroll(voices, timeout=args.timeout)
     if args.out:
         Path(args.out).mkdir(parents=True, exist_ok=True)
@@ -131,6 +133,10 @@ def transcribe(client: Client, args: argparse.Namespace) -> int:
             )
         except ScribepodError as error:
             outcomes[index] = error
+            progress.finished(name, f"FAILED: {error}")
+            return
+        except ValueError as error:  # a combination the SDK refuses before sending anything
+            outcomes[index] = InvalidInput(str(error))
             progress.finished(name, f"FAILED: {error}")
             return
         outcomes[index] = transcript
@@ -248,11 +254,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     run.add_argument(
         "--multichannel",
-        nargs="?",
-        const="on",
-        choices=["on", "auto"],
-        help="one speaker per audio channel (a call with each side on its own channel); 'auto': only for a stereo "
-        "file whose channels differ",
+        action="store_const",
+        const=True,
+        help="one speaker per audio channel (a call with each side on its own channel)",
+    )
+    run.add_argument(
+        "--multichannel-auto",
+        dest="multichannel",
+        action="store_const",
+        const="auto",
+        help="the same, only for a stereo file whose channels differ (else one mono job)",
     )
     run.add_argument("--channel-names", metavar="A,B", help="each channel's speaker name, comma-separated")
     run.add_argument("--diarize-channels", action="store_true", help="also tell voices apart within each channel")

@@ -241,29 +241,46 @@ class _ClientBase:
         samples = [{"name": r.name, **audio.fields} for r, audio in zip(recordings, prepared, strict=True)]
         return {"input": {"enroll": samples}}, prepared
 
-    def _missing(self, entries: Sequence[SpeakerSample | Recording]) -> list[Recording]:
-        """The recordings among `entries` not enrolled yet, each once."""
-        missing = {e.key: e for e in entries if isinstance(e, Recording) and e.key not in self._voiceprints}
+    def _known(self, entries: Sequence[SpeakerSample | Recording]) -> dict[str, SpeakerSample]:
+        """The voiceprints this client holds of the recordings among `entries`, by key (a snapshot: another thread's
+        `forget_voiceprints` cannot take them from this call)."""
+        recordings = [entry for entry in entries if isinstance(entry, Recording)]
+        return {r.key: voice for r in recordings if (voice := self._voiceprints.get(r.key)) is not None}
+
+    @staticmethod
+    def _missing(entries: Sequence[SpeakerSample | Recording], known: dict[str, SpeakerSample]) -> list[Recording]:
+        """The recordings among `entries` not in `known`, each once."""
+        missing = {e.key: e for e in entries if isinstance(e, Recording) and e.key not in known}
         return list(missing.values())
+
+    def check_options(self, options: dict[str, Any], speakers: SpeakerVoices | None = None) -> None:
+        """Raise `InvalidInput` naming every invalid option, as a job would be refused, without sending anything;
+        `speakers` are checked by name, with stand-ins for their voiceprints (none is enrolled here)."""
+        entries = split_voices(speakers)[0] if speakers is not None else []
+        self._check_before_enrolling(options, entries)
 
     def _check_before_enrolling(self, options: dict[str, Any], entries: Sequence[SpeakerSample | Recording]) -> None:
         """The job's options checked with stand-ins for the voiceprints, so a typo fails before samples are sent."""
         stand_ins = [{"name": entry.name, "voiceprint": _STAND_IN_VOICEPRINT} for entry in entries]
-        self._options({**options, "speakers": stand_ins})
+        self._options({**options, "speakers": stand_ins or None})
 
-    def _recorded(self, entries: Sequence[SpeakerSample | Recording]) -> list[SpeakerSample]:
-        return [self._voiceprints[entry.key] if isinstance(entry, Recording) else entry for entry in entries]
+    @staticmethod
+    def _recorded(entries: Sequence[SpeakerSample | Recording], known: dict[str, SpeakerSample]) -> list[SpeakerSample]:
+        return [known[entry.key] if isinstance(entry, Recording) else entry for entry in entries]
 
-    def _enrolled(self, recordings: Sequence[Recording], voices: Sequence[SpeakerSample]) -> None:
+    def _enrolled(self, recordings: Sequence[Recording], voices: Sequence[SpeakerSample]) -> dict[str, SpeakerSample]:
+        """Remember what an enrolment gave, and return it by key."""
         if len(voices) != len(recordings):
             raise InvalidInput(f"the endpoint enrolled {len(voices)} voices for {len(recordings)} recordings")
-        for recording, voice in zip(recordings, voices, strict=True):
-            self._voiceprints[recording.key] = voice
+        fresh = {recording.key: voice for recording, voice in zip(recordings, voices, strict=True)}
+        self._voiceprints.update(fresh)
+        return fresh
 
+    @staticmethod
     def _with_voiceprints(
-        self, options: dict[str, Any], entries: Sequence[SpeakerSample | Recording]
+        options: dict[str, Any], entries: Sequence[SpeakerSample | Recording], known: dict[str, SpeakerSample]
     ) -> dict[str, Any]:
-        return {**options, "speakers": wire_speakers(entries, self._voiceprints)}
+        return {**options, "speakers": wire_speakers(entries, known)}
 
     @staticmethod
     def _sample_failure(error: JobFailed, recordings: Sequence[Recording]) -> JobFailed:
@@ -325,12 +342,21 @@ class _ClientBase:
         counts = (health or {}).get("workers", {})
         return sum(int(counts.get(key, 0) or 0) for key in ("idle", "ready", "running", "initializing")) or 1
 
-    def _sharding(self, source: Source, shards: int | str, options: dict[str, Any]) -> Source:
-        """Check `shards` and the options before any work, and read a file object once (the plan and a fallback
-        to one job both need its bytes)."""
+    @staticmethod
+    def _check_shards(shards: int | str | None, options: dict[str, Any], on_segment: SegmentCallback | None) -> bool:
+        """Whether the call runs in shards; what cannot be sharded fails here, before any sample or audio is sent."""
+        if shards is None or shards == 1:
+            return False
         shard_count(shards, 1e9, workers=1)  # raises ValueError for anything but N >= 1 or "auto"
+        if on_segment is not None:
+            raise ValueError("on_segment does not combine with shards: each shard is its own job")
         if options.get("multichannel", False) is not False:
             raise ValueError("shards do not combine with multichannel: cutting mixes the channels to one")
+        return True
+
+    def _sharding(self, source: Source, options: dict[str, Any]) -> Source:
+        """Check the options before any work, and read a file object once (the plan and a fallback to one job both
+        need its bytes)."""
         self._options(options)  # a typo fails here, before ffmpeg runs
         return read_bytes(source) if hasattr(source, "read") else source
 
@@ -409,10 +435,10 @@ class Client(_ClientBase):
         no speaker yet), then the rest of the final transcript's (README, "Live transcripts"). `shards` cuts a long
         recording at pauses into that many jobs ("auto": by its length and the endpoint's workers), run side by side
         and merged into one transcript (README, "Shards")."""
+        sharded = self._check_shards(shards, options, on_segment)
         options = self._voices(options, timeout)  # recordings enrolled once, for every shard
-        if shards is not None and shards != 1:
-            if on_segment is not None:
-                raise ValueError("on_segment does not combine with shards: each shard is its own job")
+        if sharded:
+            assert shards is not None
             return self._transcribe_sharded(source, shards, timeout, on_progress, options)
         return self._transcribe(source, timeout, on_progress, options, batch=False, on_segment=on_segment)
 
@@ -420,8 +446,7 @@ class Client(_ClientBase):
         """Voiceprints of voice samples, {name: recording}, each a few seconds to a minute of the person alone: pass
         them as `speakers=` (or keep them with `save_voiceprints`). The worker keeps neither samples nor prints."""
         entries, _ = split_voices(samples)
-        self._enrol_missing(entries, timeout)
-        return self._recorded(entries)
+        return self._recorded(entries, self._enrol_missing(entries, timeout))
 
     def _voices(self, options: dict[str, Any], timeout: float | None) -> dict[str, Any]:
         """`speakers` as voiceprints, recordings enrolled first (once per client)."""
@@ -429,13 +454,21 @@ class Client(_ClientBase):
             return options
         entries, _ = split_voices(options["speakers"])
         self._check_before_enrolling(options, entries)
-        self._enrol_missing(entries, timeout)
-        return self._with_voiceprints(options, entries)
+        return self._with_voiceprints(options, entries, self._enrol_missing(entries, timeout))
 
-    def _enrol_missing(self, entries: Sequence[SpeakerSample | Recording], timeout: float | None) -> None:
-        with self._enrolling:  # calls that need the same recording at once enrol it once
-            if missing := self._missing(entries):
-                self._enrolled(missing, self._enroll(missing, timeout))
+    def _enrol_missing(
+        self, entries: Sequence[SpeakerSample | Recording], timeout: float | None
+    ) -> dict[str, SpeakerSample]:
+        """The voiceprints of the recordings among `entries`, enrolling those the client has not seen. Calls that
+        need the same recording at once enrol it once; a call that needs none waits for nobody."""
+        known = self._known(entries)
+        if not self._missing(entries, known):
+            return known
+        with self._enrolling:
+            known = self._known(entries)
+            if missing := self._missing(entries, known):
+                known.update(self._enrolled(missing, self._enroll(missing, timeout)))
+        return known
 
     def _enroll(self, recordings: Sequence[Recording], timeout: float | None) -> list[SpeakerSample]:
         try:
@@ -471,7 +504,7 @@ class Client(_ClientBase):
     ) -> Transcript:
         """The shards as jobs side by side (one thread each); the first failure, a timeout or Ctrl-C cancels them
         all, on the endpoint too, including one whose submission was still under way."""
-        source = self._sharding(source, shards, options)
+        source = self._sharding(source, options)
         workers = 1
         if shards == "auto" and self.fallback != "local_only":
             try:
@@ -511,7 +544,12 @@ class Client(_ClientBase):
                 raise
             pool.shutdown()
             results = [future.result() for future in futures]
-        return merge(list(zip(pieces, results, strict=True)), hint, options.get("output_formats") or ())
+        return merge(
+            list(zip(pieces, results, strict=True)),
+            hint,
+            options.get("output_formats") or (),
+            embeddings=bool(options.get("return_embeddings")),
+        )
 
     def _cancel_shard(self, job_id: str) -> None:
         try:
@@ -725,31 +763,36 @@ class AsyncClient(_ClientBase):
         shards: int | Literal["auto"] | None = None,
         **options: Any,
     ) -> Transcript:
+        sharded = self._check_shards(shards, options, on_segment)
         options = await self._voices(options, timeout)
-        if shards is not None and shards != 1:
-            if on_segment is not None:
-                raise ValueError("on_segment does not combine with shards: each shard is its own job")
+        if sharded:
+            assert shards is not None
             return await self._transcribe_sharded(source, shards, timeout, on_progress, options)
         return await self._transcribe(source, timeout, on_progress, options, batch=False, on_segment=on_segment)
 
     async def enroll(self, samples: SpeakerVoices, *, timeout: float | None = None) -> list[SpeakerSample]:
         """As `Client.enroll`."""
         entries, _ = await asyncio.to_thread(split_voices, samples)
-        await self._enrol_missing(entries, timeout)
-        return self._recorded(entries)
+        return self._recorded(entries, await self._enrol_missing(entries, timeout))
 
     async def _voices(self, options: dict[str, Any], timeout: float | None) -> dict[str, Any]:
         if options.get("speakers") is None:
             return options
         entries, _ = await asyncio.to_thread(split_voices, options["speakers"])
         self._check_before_enrolling(options, entries)
-        await self._enrol_missing(entries, timeout)
-        return self._with_voiceprints(options, entries)
+        return self._with_voiceprints(options, entries, await self._enrol_missing(entries, timeout))
 
-    async def _enrol_missing(self, entries: Sequence[SpeakerSample | Recording], timeout: float | None) -> None:
+    async def _enrol_missing(
+        self, entries: Sequence[SpeakerSample | Recording], timeout: float | None
+    ) -> dict[str, SpeakerSample]:
+        known = self._known(entries)
+        if not self._missing(entries, known):
+            return known
         async with self._enrolling:
-            if missing := self._missing(entries):
-                self._enrolled(missing, await self._enroll(missing, timeout))
+            known = self._known(entries)
+            if missing := self._missing(entries, known):
+                known.update(self._enrolled(missing, await self._enroll(missing, timeout)))
+        return known
 
     async def _enroll(self, recordings: Sequence[Recording], timeout: float | None) -> list[SpeakerSample]:
         try:
@@ -785,7 +828,7 @@ class AsyncClient(_ClientBase):
     ) -> Transcript:
         """As `Client`'s: the first failure, a timeout or cancelling the task cancels every shard's job (one whose
         POST /run the cancel interrupted may have been created unseen: RunPod's TTL ends it)."""
-        source = await asyncio.to_thread(self._sharding, source, shards, options)
+        source = await asyncio.to_thread(self._sharding, source, options)
         workers = 1
         if shards == "auto" and self.fallback != "local_only":
             try:
@@ -816,7 +859,12 @@ class AsyncClient(_ClientBase):
                 await asyncio.gather(*tasks, return_exceptions=True)
                 await self._cancel_all(submitted)
                 raise
-        return merge(list(zip(pieces, results, strict=True)), hint, options.get("output_formats") or ())
+        return merge(
+            list(zip(pieces, results, strict=True)),
+            hint,
+            options.get("output_formats") or (),
+            embeddings=bool(options.get("return_embeddings")),
+        )
 
     async def _cancel_all(self, job_ids: list[str]) -> None:
         for job_id in list(job_ids):

@@ -209,6 +209,8 @@ class TranscriptionOptions(BaseModel):
             raise ValueError('diarize_channels: needs multichannel (true or "auto")')
         if self.diarize_channels and not self.diarize:
             raise ValueError("diarize_channels: not with diarize false")
+        if self.diarize_channels and any("/" in name for name in self.channel_names or []):
+            raise ValueError("channel_names: no '/' with diarize_channels (it joins a channel's name to its voices)")
         if self.multichannel is True and not self.diarize_channels:
             for name in ("num_speakers", "min_speakers", "max_speakers"):
                 if getattr(self, name) is not None:

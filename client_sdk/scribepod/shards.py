@@ -273,9 +273,16 @@ class CombinedProgress:
 
 
 def merge(
-    parts: Sequence[tuple[ShardAudio, Transcript]], hint: SpeakerHint, output_formats: Sequence[str] = ()
+    parts: Sequence[tuple[ShardAudio, Transcript]],
+    hint: SpeakerHint,
+    output_formats: Sequence[str] = (),
+    *,
+    embeddings: bool = True,
 ) -> Transcript:
-    """One transcript from the shards' (in recording order): the shape a single job would have returned."""
+    """One transcript from the shards' (in recording order): the shape a single job would have returned.
+
+    The shards' centroids link their speakers; `embeddings` false (the caller did not ask for `return_embeddings`)
+    leaves them out of the result, as a single job would."""
     started = time.perf_counter()
     labels = link_speakers([transcript for _, transcript in parts], hint)
     segments: list[Segment] = []
@@ -310,6 +317,8 @@ def merge(
         segment.id = number
     first = next((t for _, t in parts if t.language), parts[0][1])
     speakers = _speakers(turns, parts, labels, order)
+    if not embeddings:
+        speakers = [speaker.model_copy(update={"embedding": None}) for speaker in speakers]
     merged = Transcript(
         text=" ".join(segment.text for segment in segments if segment.text).strip(),
         language=first.language,
@@ -322,7 +331,7 @@ def merge(
         device=parts[0][1].device,
         gpu=parts[0][1].gpu,
         diarizer=parts[0][1].diarizer,
-        embedding_model=parts[0][1].embedding_model,
+        embedding_model=parts[0][1].embedding_model if embeddings else None,
         identification=_identification(parts, speakers),
         timings={
             **{f"shard_{shard.index}": transcript.timings.get("total", 0.0) for shard, transcript in parts},
@@ -382,6 +391,9 @@ def link_speakers(transcripts: Sequence[Transcript], hint: SpeakerHint) -> list[
         (a, b), best = max(similarity.items(), key=lambda item: item[1])
         if best < LINK_THRESHOLD and (high is None or len(clusters) <= high):
             break
+        if best < LINK_THRESHOLD and (names[a] is not None or names[b] is not None):
+            similarity.pop((a, b))  # a count hint joins unlike voices, but never gives a stranger an enrolled name
+            continue
         members[a].extend(members[b])
         names[a] = names[a] or names[b]
         clusters.remove(b)

@@ -170,7 +170,7 @@ def channel_attribution(
     cut. Without diarization, turns are each channel's runs of words with pauses under CHANNEL_TURN_GAP_S."""
     parts = [
         _diarized_channel(segments, name, turns[channel])
-        if turns is not None and any(turn.end > turn.start for turn in turns[channel])
+        if turns is not None and segments and any(turn.end > turn.start for turn in turns[channel])
         else _one_voice_channel(segments, name)
         for channel, (segments, name) in enumerate(zip(transcribed, speakers, strict=True))
     ]
@@ -199,18 +199,27 @@ def _one_voice_channel(segments: Sequence[AsrSegment], speaker: str) -> Attribut
 
 
 def _diarized_channel(segments: Sequence[AsrSegment], name: str, turns: Sequence[SpeakerTurn]) -> Attribution:
-    """One channel attributed like a mono job, its labels then put under the channel's name."""
+    """One channel attributed like a mono job, its labels then put under the channel's name.
+
+    Only voices that kept words count: the diarizer also hears the other side's bleed on this channel as a voice,
+    whose words cross-talk removal dropped; its turns go with it (as a mono job without speech has no turns)."""
     attributed = attribute_speakers(segments, turns)
-    labels = {turn.speaker for turn in attributed.turns}
-    rename = {label: name if len(labels) == 1 else f"{name}/{label}" for label in labels}
+    speaking = {word.speaker for segment in attributed.segments for word in segment.words} | {
+        segment.speaker for segment in attributed.segments if not segment.words
+    }
+    labels = sorted(label for label in speaking if label is not None)
+    rename = {
+        label: name if len(labels) == 1 else f"{name}/SPEAKER_{number:02d}" for number, label in enumerate(labels)
+    }
     for segment in attributed.segments:
-        segment.speaker = rename[segment.speaker] if segment.speaker is not None else name
+        segment.speaker = rename.get(segment.speaker or "", name)
         for word in segment.words:
-            word.speaker = rename[word.speaker] if word.speaker is not None else name
+            word.speaker = rename.get(word.speaker or "", name)
+    kept = [turn for turn in attributed.turns if turn.speaker in rename]
     return Attribution(
         segments=attributed.segments,
-        speakers=[speaker.model_copy(update={"id": rename[speaker.id]}) for speaker in attributed.speakers],
-        turns=[turn.model_copy(update={"speaker": rename[turn.speaker]}) for turn in attributed.turns],
+        speakers=[s.model_copy(update={"id": rename[s.id]}) for s in _speaker_totals(kept, {}) if s.id in rename],
+        turns=[turn.model_copy(update={"speaker": rename[turn.speaker]}) for turn in kept],
     )
 
 

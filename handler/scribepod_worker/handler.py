@@ -228,6 +228,7 @@ def _translated(
             "task": "translate",
             "diarize": False,
             "return_embeddings": False,
+            "diarize_channels": False,
             "speakers": None,  # nobody is named in a translation: no need to enrol the samples twice
             "speaker_threshold": None,
             "word_timestamps": False,
