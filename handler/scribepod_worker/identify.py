@@ -20,8 +20,8 @@ from scribepod_worker.diarize import Diarizer, SpeakerCountHint
 from scribepod_worker.errors import WorkerError
 
 # Least cosine similarity between a speaker's centroid and a voiceprint for the speaker to take its name. Chosen on
-# tuning clips only (see bench/speakers.py and the README): the same person across recordings scores about 0.7 to
-# 0.9 with CAM++, different people below 0.5.
+# tuning clips only (bench/speakers.py; bench/RESULTS.md): the same person in another half of a clip scored 0.56 to
+# 0.80 with CAM++, other people at most 0.42.
 MATCH_THRESHOLD = 0.5
 # A sample is refused with less speech than this by its dominant voice: its voiceprint would be noise.
 MIN_SAMPLE_SPEECH_S = 1.0
